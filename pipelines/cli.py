@@ -1,0 +1,65 @@
+"""`pix2pix VERB [flags]`: the command line.
+
+Each verb lives in its own module with `add_arguments(parser)` and `run(args) -> int`.
+Modules are imported only when their verb runs, so `pix2pix --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pipelines.errors import UserError
+
+# verb -> (module, one-line description)
+VERBS: dict[str, tuple[str, str]] = {
+    "prepare": ("pipelines.prepare", "pair, validate and resize an image dataset into Parquet"),
+    "train": ("pipelines.train", "train pix2pix with Ray Train (DDP), tracked in MLflow"),
+    "tune": ("pipelines.tune", "sweep lambda_L1, the PatchGAN size and the norm with Ray Tune"),
+    "evaluate": ("pipelines.evaluate", "L1 / PSNR / SSIM of a model on a prepared split"),
+    "register": ("pipelines.register", "log a generator as an MLflow model and register it"),
+    "promote": ("pipelines.promote", "move the champion alias only if the candidate is better"),
+    "translate": ("pipelines.translate", "translate an image archive in bulk with Ray Data"),
+    "retrain": ("pipelines.retrain", "prepare -> train|tune -> evaluate -> register -> promote"),
+    "demo": ("pipelines.demo", "the whole workflow on built-in sample photos, with a report"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {verb:<10} {desc}" for verb, (_, desc) in VERBS.items())
+    return argparse.ArgumentParser(
+        prog="pix2pix",
+        description="Pix2Pix image-to-image translation on Ray and MLflow.",
+        epilog=f"verbs:\n{lines}\n\n`pix2pix VERB --help` lists a verb's flags.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="pix2pix VERB [flags]",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        top.error(f"unknown verb {verb!r}; choose one of: {', '.join(VERBS)}")
+    module_name, description = VERBS[verb]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"pix2pix {verb}", description=description)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"pix2pix {verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pix2pix {verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

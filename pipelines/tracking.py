@@ -1,0 +1,53 @@
+"""MLflow helpers shared by the verbs: tracking URI, experiment, tags."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import cache
+
+import mlflow
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """`--tracking_uri`, else MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db`.
+
+    A relative SQLite path is made absolute: Ray workers run in other directories and
+    would otherwise each open a database of their own.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + os.path.abspath(uri[len(prefix) :])
+    return uri
+
+
+def setup_mlflow(tracking_uri: str | None, experiment: str) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id.
+
+    Call this in the driver before any worker starts: SQLite stores race when several
+    processes create the schema or the experiment at once.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is not None:
+        return existing.experiment_id
+    try:
+        return mlflow.create_experiment(experiment)
+    except mlflow.exceptions.MlflowException:
+        # Created by a concurrent process between the lookup and the create.
+        return mlflow.get_experiment_by_name(experiment).experiment_id
+
+
+@cache
+def git_commit() -> str | None:
+    """The commit of the code that runs, for tags; None outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

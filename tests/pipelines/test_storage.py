@@ -1,0 +1,54 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.errors import UserError
+from pipelines.storage import Location, parse_storage_options
+
+
+def test_local_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    loc = Location.parse("./runs/x")
+    assert loc.url == str(tmp_path / "runs" / "x")
+    assert Location.parse(f"file://{tmp_path}/y").url == str(tmp_path / "y")
+
+
+def test_write_read_roundtrip_local(tmp_path):
+    loc = Location.parse(str(tmp_path)).join("a", "b.json")
+    loc.write_json({"x": 1})
+    assert loc.exists()
+    assert loc.read_json() == {"x": 1}
+    assert loc.relative_to(Location.parse(str(tmp_path))) == "a/b.json"
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        Location.parse(str(tmp_path / "nope")).read_bytes()
+
+
+def test_storage_options_must_be_a_json_object():
+    assert parse_storage_options('{"anon": true}') == {"anon": True}
+    with pytest.raises(UserError, match="not valid JSON"):
+        parse_storage_options("{anon")
+    with pytest.raises(UserError, match="JSON object"):
+        parse_storage_options("[1]")
+
+
+@pytest.mark.s3
+def test_s3_fsspec_and_pyarrow_see_the_same_objects(s3_store):
+    root = s3_store.location()
+    root.join("hello.txt").write_bytes(b"hi")
+    assert root.join("hello.txt").read_bytes() == b"hi"
+    # pyarrow needs the endpoint passed on explicitly: write with pyarrow, read with fsspec.
+    table = pa.table({"x": [1, 2, 3]})
+    pq.write_table(table, root.join("t.parquet").path, filesystem=root.arrow_fs)
+    with root.fs.open(root.join("t.parquet").path, "rb") as f:
+        assert pq.read_table(f).column("x").to_pylist() == [1, 2, 3]
+
+
+@pytest.mark.s3
+def test_s3_options_override_environment(s3_store, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    loc = Location.parse(f"s3://{s3_store.bucket}/opts/x.txt", s3_store.options)
+    loc.write_bytes(b"x")
+    assert loc.arrow_fs.get_file_info(loc.path).size == 1
