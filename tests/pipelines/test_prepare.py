@@ -1,0 +1,259 @@
+"""`pix2pix prepare` end to end on the session's local Ray: every layout, every bad input."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipelines.cli import main
+from pipelines.dataset import PAIR_SCHEMA, QUARANTINE_SCHEMA, read_info, read_prepared
+from pipelines.errors import UserError
+from pipelines.prepare import prepare_dataset
+from pipelines.prepare_sources import carve_val, discover, source_fingerprint
+from pipelines.sample_data import encode, write_dataset
+from pipelines.storage import Location
+from tests.bad_inputs import bad_files, odd_files
+
+LOAD = 32  # tiny: the tests check behaviour, not image quality
+
+
+def _quarantine(dst: Location) -> dict[str, str]:
+    table = pq.read_table(dst.join("quarantine.parquet").path, filesystem=dst.arrow_fs)
+    assert table.schema.equals(QUARANTINE_SCHEMA)
+    return dict(zip(table["url"].to_pylist(), table["reason"].to_pylist(), strict=True))
+
+
+def _rows(dst: Location, split: str) -> list[dict]:
+    """The stored rows of a split, images still encoded (read with pyarrow: quicker than a
+    Ray Data read; `read_prepared` itself is checked once, in the rerun test)."""
+    table = pq.read_table(dst.join(split).path, filesystem=dst.arrow_fs)
+    assert table.schema.remove_metadata().equals(PAIR_SCHEMA)
+    return table.to_pylist()
+
+
+@pytest.fixture(scope="module")
+def aligned_src(tmp_path_factory, photo_pairs) -> Location:
+    """Aligned layout, no val split: 8 good pairs, a test split, every bad and odd kind."""
+    root = Location.parse(str(tmp_path_factory.mktemp("aligned")))
+    write_dataset({"train": photo_pairs[:8], "test": photo_pairs[8:10]}, root, "aligned")
+    for name, data in {**bad_files(), **odd_files()}.items():
+        root.join("train", name).write_bytes(data)
+    root.join("train", "odd_width.png").write_bytes(encode(np.zeros((32, 63, 3), np.uint8)))
+    root.join("train", "strip.png").write_bytes(encode(np.zeros((16, 256, 3), np.uint8)))
+    root.join("train", "README.txt").write_bytes(b"facades, from the official script\n")
+    root.join("train", ".DS_Store").write_bytes(b"\0")  # hidden: not an input
+    return root
+
+
+@pytest.fixture(scope="module")
+def aligned_dst(ray_cluster, aligned_src, tmp_path_factory):
+    dst = Location.parse(str(tmp_path_factory.mktemp("aligned_out")))
+    return dst, prepare_dataset(aligned_src, dst, load_size=LOAD, val_fraction=0.25, seed=3)
+
+
+def test_aligned_mixed_inputs_obey_the_counting_rule(aligned_src, aligned_dst):
+    dst, summary = aligned_dst
+    bad = {*bad_files(), "odd_width.png", "strip.png", "README.txt"}
+    good = 10 + len(odd_files())
+    assert (summary.inputs, summary.ready, summary.quarantined) == (good + len(bad), good, len(bad))
+    assert summary.inputs == summary.ready + summary.quarantined
+    assert summary.line == (
+        f"{good + len(bad)} pairs: {good} ready, {len(bad)} quarantined "
+        f"(see {dst.url}/quarantine.parquet)"
+    )
+    reasons = _quarantine(dst)
+    assert set(reasons) == {aligned_src.join("train", name).url for name in bad}
+    assert all(len(reason) > 10 for reason in reasons.values())
+    assert "odd" in reasons[aligned_src.join("train", "odd_width.png").url]
+    assert "not an image file" in reasons[aligned_src.join("train", "README.txt").url]
+
+    info = read_info(dst)
+    assert info["counts"] == {k: v for k, v in summary.counts.items() if v}
+    assert sum(info["counts"].values()) == info["ready"] == good
+    assert (info["inputs"], info["quarantined"]) == (summary.inputs, len(bad))
+    assert (info["layout"], info["direction"], info["load_size"]) == ("aligned", "AtoB", LOAD)
+    assert info["source"] == aligned_src.url
+
+
+def test_aligned_rows_follow_the_schema(aligned_src, aligned_dst):
+    dst, _ = aligned_dst
+    rows = {row["key"]: row for split in ("train", "val") for row in _rows(dst, split)}
+    assert (
+        rows["train/astronaut_00000"]["a_url"]
+        == aligned_src.join("train", "astronaut_00000.jpg").url
+    )
+    assert rows["train/gray"]["note"] == "converted from grayscale"
+    assert rows["train/astronaut_00000"]["note"] == ""
+    assert {(r["width"], r["height"]) for r in rows.values()} == {(LOAD, LOAD)}
+    test_keys = {row["key"] for row in _rows(dst, "test")}
+    assert test_keys == {"test/chelsea_00008", "test/coffee_00009"}
+
+
+def test_val_is_carved_deterministically_and_recorded(aligned_src, aligned_dst):
+    dst, _ = aligned_dst
+    info = read_info(dst)
+    assert info["val_carved"] == {"from": "train", "fraction": 0.25, "seed": 3, "inputs": 5}
+    # The same keys, listed in any order, give the same val set; another seed another one.
+    work = discover(aligned_src).work
+    expected = carve_val([dict(r) for r in work], 0.25, 3)
+    train_inputs = {r["key"] for r in work if r["split"] == "train"}
+    shuffled = [dict(r) for r in reversed(work)]
+    carve_val(shuffled, 0.25, 3)
+    carved = {r["key"] for r in shuffled if r["split"] == "val"}
+    again = [dict(r) for r in work]
+    carve_val(again, 0.25, 4)
+    assert expected["inputs"] == len(carved) == 5 and carved <= train_inputs
+    assert carved != {r["key"] for r in again if r["split"] == "val"}
+    # What was written is that carving, less the inputs that were quarantined.
+    stored = {row["key"] for row in _rows(dst, "val")}
+    assert stored and stored <= carved
+    assert len(stored) == info["counts"]["val"]
+    train = {row["key"] for row in _rows(dst, "train")}
+    assert not stored & train
+
+
+def test_fingerprint_is_deterministic_and_follows_the_inputs(aligned_src, aligned_dst, tmp_path):
+    dst, summary = aligned_dst
+    assert read_info(dst)["fingerprint"] == summary.fingerprint
+    assert source_fingerprint(aligned_src) == summary.fingerprint  # same listing, same print
+    copy = Location.parse(str(tmp_path / "copy"))
+    for name, data in {"x.png": encode(np.zeros((8, 16, 3), np.uint8))}.items():
+        copy.join("train", name).write_bytes(data)
+    before = source_fingerprint(copy)
+    assert source_fingerprint(copy) == before
+    copy.join("train", "x.png").write_bytes(encode(np.ones((8, 16, 3), np.uint8)))
+    assert source_fingerprint(copy) != before  # changed content
+    copy.join("train", "y.png").write_bytes(encode(np.zeros((8, 16, 3), np.uint8)))
+    assert source_fingerprint(copy) != before  # added file
+
+
+def test_rerun_replaces_the_previous_output(ray_cluster, aligned_src, tmp_path):
+    dst = Location.parse(str(tmp_path / "out"))
+    dst.join("keep.txt").write_bytes(b"not ours")
+    src = Location.parse(str(tmp_path / "small"))
+    write_dataset({"train": [_pair(0), _pair(1)], "val": [_pair(2)]}, src, "aligned")
+    first = prepare_dataset(src, dst, load_size=LOAD, direction="AtoB")
+    second = prepare_dataset(src, dst, load_size=LOAD, direction="BtoA")
+    assert first.counts == second.counts == {"train": 2, "val": 1, "test": 0}
+    assert read_info(dst)["val_carved"] is None  # the source has a val split
+    assert len(_rows(dst, "train")) == 2
+    assert dst.join("keep.txt").exists()
+    # BtoA: the stored input is the photo (B), the target the rendering (A).
+    row = read_prepared(dst, "val").take_all()[0]
+    photo = np.asarray(Image.fromarray(_pair(2).b).resize((LOAD, LOAD), Image.Resampling.BICUBIC))
+    assert np.abs(row["a"].astype(int) - photo).mean() < 8
+
+
+def _pair(i):
+    from pipelines.sample_data import SamplePair
+
+    rng = np.random.default_rng(i)
+    a = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    b = np.full((16, 16, 3), 40 * i, np.uint8)
+    return SamplePair(key=f"p{i}", a=a, b=b)
+
+
+def test_folders_report_unpaired_sides(ray_cluster, photo_pairs, tmp_path):
+    root = Location.parse(str(tmp_path / "folders"))
+    write_dataset({"train": photo_pairs[:6], "val": photo_pairs[6:8]}, root, "folders", fmt="png")
+    root.join("A", "train", "lonely_a.png").write_bytes(encode(photo_pairs[0].a, "png"))
+    root.join("B", "val", "lonely_b.png").write_bytes(encode(photo_pairs[0].b, "png"))
+    root.join("A", "train", "small.png").write_bytes(encode(photo_pairs[0].a[:32], "png"))
+    root.join("B", "train", "small.png").write_bytes(encode(photo_pairs[0].b, "png"))
+    root.join("A", "train", "broken.png").write_bytes(encode(photo_pairs[1].a, "png"))
+    root.join("B", "train", "broken.png").write_bytes(bad_files()["truncated.jpg"])
+    dst = Location.parse(str(tmp_path / "out"))
+    summary = prepare_dataset(root, dst, load_size=LOAD)
+    assert summary.layout == "folders"
+    assert (summary.inputs, summary.ready, summary.quarantined) == (12, 8, 4)
+    assert summary.counts == {"train": 6, "val": 2, "test": 0}
+    reasons = _quarantine(dst)
+    assert "A without B" in reasons[root.join("A", "train", "lonely_a.png").url]
+    assert "B without A" in reasons[root.join("B", "val", "lonely_b.png").url]
+    assert "same size" in reasons[root.join("A", "train", "small.png").url]
+    assert reasons[root.join("B", "train", "broken.png").url].startswith("B: ")
+    row = next(r for r in _rows(dst, "train") if r["key"] == f"train/{photo_pairs[0].key}")
+    assert row["a_url"] == root.join("A", "train", f"{photo_pairs[0].key}.png").url
+    assert row["b_url"] == root.join("B", "train", f"{photo_pairs[0].key}.png").url
+
+
+def test_manifest_with_relative_and_missing_entries(ray_cluster, photo_pairs, tmp_path):
+    root = Location.parse(str(tmp_path / "m"))
+    manifest = write_dataset({"train": photo_pairs[:4]}, root, "manifest", fmt="png")
+    lines = manifest.read_bytes().decode().splitlines()
+    lines[1] = lines[1].replace(root.url + "/", "")  # a path relative to the manifest
+    lines.append(f"{root.url}/A/train/gone.png,{root.url}/B/train/gone.png,train,gone")
+    lines.append(f"{root.url}/A/train/x.png,,train,no_b")
+    manifest.write_bytes(("\n".join(lines) + "\n").encode())
+    dst = Location.parse(str(tmp_path / "out"))
+    summary = prepare_dataset(manifest, dst, load_size=LOAD, val_fraction=0)
+    assert summary.layout == "manifest"
+    assert (summary.inputs, summary.ready, summary.quarantined) == (6, 4, 2)
+    reasons = _quarantine(dst)
+    assert "not found" in reasons[f"{root.url}/A/train/gone.png"]
+    assert "no b" in reasons[f"{root.url}/A/train/x.png"]
+    assert {r["key"] for r in _rows(dst, "train")} == {p.key for p in photo_pairs[:4]}
+    assert read_info(dst)["fingerprint"] == source_fingerprint(manifest)
+
+
+def test_all_bad_inputs_is_an_error_with_the_reasons(ray_cluster, tmp_path):
+    src = Location.parse(str(tmp_path / "bad"))
+    for name in ("zero_byte.jpg", "notes.jpg"):
+        src.join("train", name).write_bytes(bad_files()[name])
+    dst = Location.parse(str(tmp_path / "out"))
+    with pytest.raises(UserError, match=r"all 2 inputs .* are unusable.*empty file"):
+        prepare_dataset(src, dst)
+    assert len(_quarantine(dst)) == 2
+    assert not dst.join("dataset.json").exists()
+
+
+def test_cli_prepares_and_prints_the_summary(ray_cluster, tmp_path, capsys):
+    src = Location.parse(str(tmp_path / "src"))
+    write_dataset({"train": [_pair(0), _pair(1), _pair(3)]}, src, "aligned", fmt="png")
+    dst = tmp_path / "out"
+    code = main(["prepare", src.url, str(dst), "--load_size", "16", "--direction", "BtoA"])
+    assert code == 0
+    assert "3 pairs: 3 ready, 0 quarantined" in capsys.readouterr().out
+    info = json.loads((dst / "dataset.json").read_text())
+    assert (info["direction"], info["load_size"], info["counts"]) == (
+        "BtoA",
+        16,
+        {"train": 2, "val": 1},
+    )
+
+
+def test_cli_nonexistent_source_exits_2_with_a_message(tmp_path, capsys):
+    code = main(["prepare", str(tmp_path / "nope"), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("pix2pix prepare: error: source not found:")
+    assert "Traceback" not in err
+
+
+def test_cli_bad_option_values_exit_2(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    code = main(["prepare", str(tmp_path / "src"), str(tmp_path / "o"), "--val_fraction", "1.5"])
+    assert code == 2
+    assert "val_fraction must be in [0, 1), got 1.5" in capsys.readouterr().err
+
+
+def test_dst_inside_src_is_refused(tmp_path):
+    src = Location.parse(str(tmp_path))
+    src.join("train", "x.png").write_bytes(encode(np.zeros((8, 16, 3), np.uint8)))
+    with pytest.raises(UserError, match="inside SRC"):
+        prepare_dataset(src, src.join("prepared"))
+
+
+def test_layout_detection(tmp_path):
+    folders = Location.parse(str(tmp_path / "f"))
+    for side in ("A", "B"):
+        folders.join(side, "1.png").write_bytes(encode(np.zeros((8, 8, 3), np.uint8)))
+    assert discover(folders).layout == "folders"
+    folders.join("train", "2.png").write_bytes(encode(np.zeros((8, 16, 3), np.uint8)))
+    with pytest.raises(UserError, match="--layout"):
+        discover(folders)
+    assert discover(folders, "aligned").layout == "aligned"
+    with pytest.raises(UserError, match="unknown layout 'nope'"):
+        discover(folders, "nope")

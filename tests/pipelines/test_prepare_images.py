@@ -1,0 +1,115 @@
+"""Decoding and validating single inputs: no Ray, no storage."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import ExifTags, Image
+
+from pipelines.dataset import decode_image
+from pipelines.prepare_images import (
+    DEFAULT_MAX_PIXELS,
+    BadInput,
+    pixel_limit,
+    prepare_aligned,
+    prepare_pair,
+)
+from tests.bad_inputs import bad_files, odd_files
+
+OPTS = {"load_size": 32, "direction": "AtoB", "max_pixels": DEFAULT_MAX_PIXELS}
+
+# What each bad file's reason must say, in words a person understands.
+EXPECTED_REASONS = {
+    "zero_byte.jpg": "empty file",
+    "truncated.jpg": "truncated",
+    "bad_crc.png": "corrupt PNG",
+    "garbage.png": "corrupt PNG",
+    "notes.jpg": "not an image",
+    "bomb.png": "decompression bomb",
+}
+
+
+def _png(array: np.ndarray, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", **kwargs)
+    return buf.getvalue()
+
+
+def _two_colours(width: int = 64, height: int = 32) -> np.ndarray:
+    """Left half red, right half blue: A and B of an aligned image."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2, 0] = 255
+    image[:, width // 2 :, 2] = 255
+    return image
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_REASONS))
+def test_every_bad_file_is_refused_with_a_reason(name):
+    assert set(bad_files()) == set(EXPECTED_REASONS)
+    with pixel_limit(DEFAULT_MAX_PIXELS), pytest.raises(BadInput, match=EXPECTED_REASONS[name]):
+        prepare_aligned(bad_files()[name], **OPTS)
+
+
+@pytest.mark.parametrize("name", sorted(odd_files()))
+def test_unusual_modes_become_rgb_with_a_note(name):
+    a, b, note = prepare_aligned(odd_files()[name], **OPTS)
+    assert note.startswith("converted from")
+    for side in (a, b):
+        pixels = decode_image(side)
+        assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
+
+
+def test_16_bit_is_scaled_not_clipped():
+    a, _, note = prepare_aligned(odd_files()["gray16.png"], **OPTS)
+    assert note == "converted from 16-bit grayscale"
+    # The source is a horizontal ramp over the full 16-bit range: clipping at 255 would
+    # make nearly every pixel white; scaling keeps the ramp.
+    left = decode_image(a)[..., 0]
+    assert left.min() < 20 and 100 < left.max() < 160
+    assert np.all(np.diff(left[0].astype(int)) >= 0)
+
+
+def test_exif_orientation_is_applied():
+    shown = _two_colours()  # what a viewer shows: 64 x 32, red | blue
+    stored = np.ascontiguousarray(np.rot90(shown, k=1))  # the camera wrote it rotated
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # "rotate 90 degrees clockwise to display"
+    a, b, _ = prepare_aligned(_png(stored, exif=exif), **OPTS)
+    assert decode_image(a)[..., 0].mean() > 250  # A is red
+    assert decode_image(b)[..., 2].mean() > 250  # B is blue
+
+
+def test_direction_swaps_input_and_target():
+    data = _png(_two_colours())
+    a, b, _ = prepare_aligned(data, **{**OPTS, "direction": "BtoA"})
+    assert decode_image(a)[..., 2].mean() > 250  # the input is now the right (blue) half
+    assert decode_image(b)[..., 0].mean() > 250
+
+
+@pytest.mark.parametrize(
+    ("shape", "reason"),
+    [((32, 63), "width 63 is odd"), ((32, 256), "implausible shape"), ((64, 32), "implausible")],
+)
+def test_aligned_images_of_wrong_shape_are_refused(shape, reason):
+    with pytest.raises(BadInput, match=reason):
+        prepare_aligned(_png(np.zeros((*shape, 3), np.uint8)), **OPTS)
+
+
+def test_pair_sides_must_have_the_same_size():
+    a = _png(np.zeros((32, 32, 3), np.uint8))
+    b = _png(np.zeros((32, 40, 3), np.uint8))
+    with pytest.raises(BadInput, match="A is 32 x 32 but B is 40 x 32"):
+        prepare_pair(a, b, **OPTS)
+
+
+def test_a_bad_b_side_is_named():
+    a = _png(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(BadInput, match=r"^B: empty file") as err:
+        prepare_pair(a, b"", **OPTS)
+    assert err.value.side == "B"
+
+
+def test_max_pixels_is_a_limit_of_our_own():
+    data = _png(_two_colours())  # 2,048 pixels
+    with pixel_limit(1000), pytest.raises(BadInput, match="over the limit of 1,000"):
+        prepare_aligned(data, **{**OPTS, "max_pixels": 1000})
