@@ -1,0 +1,91 @@
+"""Test data shared by the evaluate, model-loading and registry tests, built once a session.
+
+One prepared dataset (the sample photo pairs at 64 px) and tiny generators (U-Net depth 5,
+ngf 8, crop 32, so evaluation resizes the 64 px pairs to 32): one trained for a few dozen
+steps of the real training step, and two untrained ones with other seeds. Trained beats
+untrained by far on L1, PSNR and SSIM, which is what the promotion tests rely on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.prepare import prepare_dataset
+from pipelines.sample_data import write_dataset
+from pipelines.storage import Location
+from pix2pix_core import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    Pix2Pix,
+    resize,
+    save_checkpoint,
+    save_generator,
+    to_tensor,
+)
+
+LOAD = 64  # prepared image size
+CROP = 32  # the models' size
+GENERATOR = GeneratorConfig(num_downs=5, ngf=8)
+DISCRIMINATOR = DiscriminatorConfig(ndf=8, n_layers=1, input_nc=6)
+TRAIN_STEPS = 40
+
+
+@dataclass(frozen=True)
+class RegistryData:
+    dst: Location  # the prepared dataset: train 16, val 4, test 4 pairs
+    trained: Path  # save_generator bytes of the trained generator
+    untrained: Path  # another, untrained
+    untrained_other: Path  # a third, untrained, another seed
+    training_checkpoint: Path  # save_checkpoint bytes of the trained Pix2Pix
+    model: Pix2Pix  # the trained one, in memory
+
+
+_CACHE: dict[int, RegistryData] = {}
+
+
+def _train(pairs) -> Pix2Pix:
+    a = resize(to_tensor(np.stack([p.a for p in pairs])), CROP)
+    b = resize(to_tensor(np.stack([p.b for p in pairs])), CROP)
+    model = Pix2Pix(GENERATOR, DISCRIMINATOR, seed=0, lr=2e-3)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(TRAIN_STEPS):
+        i = torch.randint(0, len(pairs), (4,), generator=rng)
+        model.train_step(a[i], b[i])
+    return model
+
+
+def registry_data(tmp_path_factory, photo_pairs) -> RegistryData:
+    """Build (once per session) the dataset and the models. Needs a running Ray."""
+    key = id(tmp_path_factory)
+    if key in _CACHE:
+        return _CACHE[key]
+    root = tmp_path_factory.mktemp("registry_data")
+    src = Location.parse(str(root / "src"))
+    splits = {"train": photo_pairs[:16], "val": photo_pairs[16:20], "test": photo_pairs[20:24]}
+    write_dataset(splits, src, "aligned", fmt="png")
+    dst = Location.parse(str(root / "prepared"))
+    prepare_dataset(src, dst, load_size=LOAD, val_fraction=0.0)
+
+    extra = {"crop_size": CROP, "eval_mode": False}
+    model = _train(splits["train"])
+    files = {
+        "trained": save_generator(model.generator_module, GENERATOR, extra),
+        "untrained": save_generator(
+            Pix2Pix(GENERATOR, DISCRIMINATOR, seed=1).generator_module, GENERATOR, extra
+        ),
+        "untrained_other": save_generator(
+            Pix2Pix(GENERATOR, DISCRIMINATOR, seed=2).generator_module, GENERATOR, extra
+        ),
+        "training_checkpoint": save_checkpoint(model, extra),
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = root / "models" / f"{name}.pt"
+        paths[name].parent.mkdir(exist_ok=True)
+        paths[name].write_bytes(data)
+    _CACHE[key] = RegistryData(dst=dst, model=model, **paths)
+    return _CACHE[key]
