@@ -70,7 +70,7 @@ def test_official_state_dict(data, tmp_path):
     assert _same_weights(loaded.module, data.model.generator_module)
 
     # Without `official` the architecture is the official default (unet_256, ngf 64).
-    with pytest.raises(UserError, match="latest_net_G.pth: not an official generator"):
+    with pytest.raises(UserError, match=r"latest_net_G\.pth: not an official generator"):
         load_generator_from_uri(str(path))
 
 
@@ -79,7 +79,7 @@ def test_bad_models_are_user_errors_naming_the_file(tmp_path):
         load_generator_from_uri(str(tmp_path / "missing.pt"))
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="garbage.pt: not a pix2pix checkpoint"):
+    with pytest.raises(UserError, match=r"garbage\.pt: not a pix2pix checkpoint"):
         load_generator_from_uri(str(garbage))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="empty: expected one checkpoint file"):
