@@ -1,0 +1,507 @@
+"""`pix2pix train`: the driver that builds a Ray Train `TorchTrainer` and fits it.
+
+    run = plan_run(model, opts, common)          # name, run folder, MLflow run: driver only
+    trainer = build_trainer(run, callbacks=...)  # the TorchTrainer every caller shares
+    result = finish_run(run, trainer.fit())      # TrainResult, result.json, MLflow status
+
+`train()` does the three; `pix2pix tune` builds the same trainer inside each trial (with
+Ray Tune's `TuneReportCallback` and `parent_run_id`), the retrain workflow calls `train()`.
+
+The run folder is `STORAGE_PATH/RUN_NAME` (Ray Train's own run folder):
+
+    run.json                         settings, dataset fingerprint, MLflow run id
+    checkpoint_manager_snapshot.json Ray Train's record of checkpoints (what a rerun resumes)
+    epoch_0001/ ...                  checkpoints (pipelines.checkpoints), best K + latest
+    result.json                      written when the run completes; a rerun returns it
+
+Run names are derived from the settings and the dataset fingerprint unless given, so
+rerunning the same command continues the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.dataset import read_info, read_prepared
+from pipelines.errors import UserError
+from pipelines.options import (
+    CommonOptions,
+    ModelOptions,
+    RayOptions,
+    add_options,
+    load_options,
+    options_dict,
+)
+from pipelines.ray_runtime import init_ray
+from pipelines.storage import Location
+from pipelines.tracking import git_commit, resolve_tracking_uri, setup_mlflow
+from pipelines.train_options import EXECUTION_ONLY, TrainOptions
+
+RUN_FILE = "run.json"
+RESULT_FILE = "result.json"
+SCORE_METRIC = "val_L1"  # what "best checkpoint" means: lowest validation L1
+# Model options that change speed, not the maths: free to differ on resume.
+MODEL_EXECUTION_ONLY = frozenset({"channels_last", "autocast", "compile"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRun:
+    """What the driver settles before any worker starts."""
+
+    name: str
+    storage: Location  # STORAGE_PATH
+    folder: Location  # STORAGE_PATH/RUN_NAME
+    data: Location
+    dataset: dict[str, Any]  # dataset.json of the prepared data
+    model: ModelOptions
+    options: TrainOptions
+    tracking_uri: str
+    experiment_id: str
+    mlflow_run_id: str
+    use_gpu: bool
+    cpus_per_worker: float
+    fault_hook: dict[str, Any] | None = None  # tests: see train_faults.py
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    """What a finished run leaves: where its checkpoints are and how good they are."""
+
+    run_name: str
+    run_folder: str  # URL
+    best_checkpoint: str  # URL of the checkpoint with the lowest val_L1
+    latest_checkpoint: str  # URL of the last epoch's checkpoint
+    epochs: int  # epochs trained in total
+    metrics: dict[str, float]  # of the last epoch
+    best_metrics: dict[str, float]  # of the best checkpoint
+    mlflow_run_id: str
+    experiment_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+# --------------------------------------------------------------------------------------
+# 1. plan: name, folder, dataset checks, MLflow run
+# --------------------------------------------------------------------------------------
+
+
+def identity(model: ModelOptions, opts: TrainOptions, fingerprint: str) -> dict[str, Any]:
+    """The settings that define what a run learns (its name derives from these)."""
+    settings = {k: v for k, v in dataclasses.asdict(model).items() if k not in MODEL_EXECUTION_ONLY}
+    settings |= {
+        k: v for k, v in dataclasses.asdict(opts).items() if k not in EXECUTION_ONLY | {"data"}
+    }
+    return {"settings": settings, "dataset_fingerprint": fingerprint}
+
+
+def derive_run_name(
+    data: Location, model: ModelOptions, opts: TrainOptions, fingerprint: str
+) -> str:
+    """`<dataset name>-<8 hex>`: the same settings on the same data give the same name."""
+    text = json.dumps(identity(model, opts, fingerprint), sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", data.name).strip("-") or "pix2pix"
+    return f"{stem}-{digest}"
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(
+            f"--run_name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder)"
+        )
+    return name
+
+
+def _check_sizes(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any], data: Location):
+    load_size = int(dataset.get("load_size") or 0)
+    if load_size and opts.crop_size > load_size:
+        raise UserError(
+            f"--crop_size {opts.crop_size} is larger than the prepared images of {data.url} "
+            f"({load_size} px); prepare with --load_size >= {opts.crop_size}"
+        )
+    depth = model.generator_config().depth
+    if opts.crop_size % 2**depth:
+        raise UserError(
+            f"--crop_size {opts.crop_size} must be divisible by 2^{depth} = {2**depth} "
+            f"for the U-Net of depth {depth} ({model.netG}, num_downs {model.num_downs})"
+        )
+
+
+def _check_resumable(previous: dict[str, Any], current: dict[str, Any], folder: Location):
+    """A rerun must train the same thing it resumes; name what changed otherwise."""
+    old, new = previous.get("identity", {}), current
+    if old.get("dataset_fingerprint") != new["dataset_fingerprint"]:
+        raise UserError(
+            f"run {folder.url} was trained on other data (fingerprint "
+            f"{old.get('dataset_fingerprint')} vs {new['dataset_fingerprint']}); "
+            "choose another --run_name"
+        )
+    changed = [
+        f"{k}: {old.get('settings', {}).get(k)!r} -> {v!r}"
+        for k, v in new["settings"].items()
+        if old.get("settings", {}).get(k) != v
+    ]
+    if changed:
+        raise UserError(
+            f"run {folder.url} exists with other settings ({'; '.join(changed)}); "
+            "rerun with its settings to resume it, or choose another --run_name"
+        )
+
+
+def _resources(opts: TrainOptions) -> tuple[bool, float]:
+    """GPU per worker when the cluster has enough of them; a CPU share that fits a laptop.
+
+    Workers take a fractional CPU by default: on a 2-core machine whole CPUs for the
+    workers leave Ray Data none, and training waits forever for its input. The share is
+    a scheduling reservation; each worker sizes its torch threads to the cores it has.
+    """
+    import ray
+
+    use_gpu = opts.use_gpu
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= opts.num_workers
+    cpus = opts.cpus_per_worker or (1.0 if use_gpu else 0.5)
+    return bool(use_gpu), float(cpus)
+
+
+def _mlflow_run(
+    name: str,
+    folder: Location,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    *,
+    tracking_uri: str,
+    experiment: str,
+    previous_run_id: str | None,
+    parent_run_id: str | None,
+) -> tuple[str, str]:
+    """(experiment id, run id): the previous run of this name if it exists, else a new one."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    experiment_id = setup_mlflow(tracking_uri, experiment)
+    client = MlflowClient(tracking_uri)
+    if previous_run_id:
+        try:
+            client.get_run(previous_run_id)
+            client.update_run(previous_run_id, status="RUNNING")
+            return experiment_id, previous_run_id
+        except MlflowException:
+            pass  # another tracking store than last time: start a run there
+    if parent_run_id:
+        tags = {**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    client.log_batch(
+        run.info.run_id,
+        params=[_param(k, v) for k, v in sorted(params.items())],
+    )
+    return experiment_id, run.info.run_id
+
+
+def _param(key: str, value: Any):
+    from mlflow.entities import Param
+
+    return Param(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+
+
+def plan_run(
+    model: ModelOptions,
+    opts: TrainOptions,
+    common: CommonOptions,
+    *,
+    parent_run_id: str | None = None,
+    mlflow_run_id: str | None = None,
+    ray_address: str | None = None,
+) -> TrainRun:
+    """Check the settings and the data, name the run, and open its MLflow run (driver only).
+
+    `parent_run_id` nests the run under it (a Tune trial under the sweep's run);
+    `mlflow_run_id` logs into an existing run instead of creating one.
+    """
+    model.validate()
+    if not opts.data:
+        raise UserError("--data is required: the prepared dataset (DST of `pix2pix prepare`)")
+    data = Location.parse(opts.data, common.storage_options)
+    dataset = read_info(data)
+    _check_sizes(model, opts, dataset, data)
+    fingerprint = str(dataset.get("fingerprint", ""))
+    name = _check_name(common.run_name or derive_run_name(data, model, opts, fingerprint))
+    storage = Location.parse(common.storage_path, common.storage_options)
+    folder = storage.join(name)
+    init_ray(ray_address)
+    use_gpu, cpus = _resources(opts)
+
+    current = identity(model, opts, fingerprint)
+    run_file = folder.join(RUN_FILE)
+    previous = run_file.read_json() if run_file.exists() else None
+    if previous is not None:
+        _check_resumable(previous, current, folder)
+
+    tracking_uri = resolve_tracking_uri(common.tracking_uri)
+    params = options_dict(model, opts) | {"run_name": name, "storage_path": common.storage_path}
+    tags = {
+        "pix2pix.dataset": data.url,
+        "pix2pix.dataset_fingerprint": fingerprint,
+        "pix2pix.run_folder": folder.url,
+        "git_commit": git_commit() or "unknown",
+    }
+    experiment_id, run_id = _mlflow_run(
+        name,
+        folder,
+        params,
+        tags,
+        tracking_uri=tracking_uri,
+        experiment=common.experiment,
+        previous_run_id=mlflow_run_id or (previous or {}).get("mlflow_run_id"),
+        parent_run_id=parent_run_id,
+    )
+    folder.makedirs()
+    run_file.write_json(
+        {
+            "run_name": name,
+            "dataset": data.url,
+            "identity": current,
+            "options": {"model": dataclasses.asdict(model), "train": dataclasses.asdict(opts)},
+            "mlflow_run_id": run_id,
+            "experiment_id": experiment_id,
+            "tracking_uri": tracking_uri,
+            "git_commit": git_commit(),
+        }
+    )
+    return TrainRun(
+        name=name,
+        storage=storage,
+        folder=folder,
+        data=data,
+        dataset=dataset,
+        model=model,
+        options=opts,
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+        mlflow_run_id=run_id,
+        use_gpu=use_gpu,
+        cpus_per_worker=cpus,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# 2. the trainer
+# --------------------------------------------------------------------------------------
+
+
+def worker_config(run: TrainRun) -> dict[str, Any]:
+    """The plain dict `train_fn_per_worker` receives (picklable, no live objects)."""
+    return {
+        "model": dataclasses.asdict(run.model),
+        "options": dataclasses.asdict(run.options),
+        "storage_options": dict(run.folder.options),
+        "run_name": run.name,
+        "run_folder": run.folder.url,
+        "dataset": {
+            "url": run.data.url,
+            "fingerprint": run.dataset.get("fingerprint", ""),
+            "load_size": run.dataset.get("load_size"),
+            "direction": run.dataset.get("direction"),
+        },
+        "mlflow": {"tracking_uri": run.tracking_uri, "run_id": run.mlflow_run_id},
+        "fault_hook": run.fault_hook,
+    }
+
+
+def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()):  # -> TorchTrainer
+    """The TorchTrainer of `run`: the same for `pix2pix train`, each Tune trial and retrain.
+
+    `callbacks` are Ray Train `UserCallback`s (Tune passes its `TuneReportCallback`, which
+    forwards every epoch's report to the trial).
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipelines.train_worker import train_fn_per_worker
+
+    opts = run.options
+    # A new random block order each epoch; workers shuffle locally on top of it.
+    train_ds = read_prepared(run.data, "train").select_columns(["a", "b"]).randomize_block_order()
+    datasets = {"train": train_ds}
+    datasets["val"] = read_prepared(run.data, "val").select_columns(["a", "b"])
+    if opts.num_val:
+        datasets["val"] = datasets["val"].limit(opts.num_val)
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config=worker_config(run),
+        torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=opts.num_workers,
+            use_gpu=run.use_gpu,
+            resources_per_worker={"CPU": run.cpus_per_worker} | ({"GPU": 1} if run.use_gpu else {}),
+        ),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=run.storage.path,
+            storage_filesystem=run.storage.arrow_fs,
+            failure_config=FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=opts.keep_best,
+                checkpoint_score_attribute=SCORE_METRIC,
+                checkpoint_score_order="min",
+            ),
+            callbacks=list(callbacks),
+        ),
+        datasets=datasets,
+        # Only train is split across workers; every worker reads val and validates its
+        # share of the batches (see train_validation.py).
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# 3. finish: the result, written next to the checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def _checkpoint_url(run: TrainRun, checkpoint) -> str:
+    return run.folder.join(checkpoint.path.rstrip("/").rsplit("/", 1)[-1]).url
+
+
+def finish_run(run: TrainRun, result) -> TrainResult:  # result: ray.train.Result
+    """Turn `trainer.fit()`'s result into a TrainResult; record it in storage and MLflow."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(run.tracking_uri)
+    if result.error is not None or result.checkpoint is None:
+        client.set_terminated(run.mlflow_run_id, status="FAILED")
+        reason = result.error or "no checkpoint was reported"
+        raise RuntimeError(f"training run {run.name} failed: {reason}")
+    scored = [(c, m) for c, m in (result.best_checkpoints or []) if SCORE_METRIC in m]
+    best, best_metrics = min(scored, key=lambda cm: cm[1][SCORE_METRIC])
+    latest_metrics = next(
+        (m for c, m in result.best_checkpoints or [] if c.path == result.checkpoint.path),
+        result.metrics or {},
+    )
+    out = TrainResult(
+        run_name=run.name,
+        run_folder=run.folder.url,
+        best_checkpoint=_checkpoint_url(run, best),
+        latest_checkpoint=_checkpoint_url(run, result.checkpoint),
+        epochs=int(latest_metrics.get("epoch", 0)),
+        metrics=_numbers(latest_metrics),
+        best_metrics=_numbers(best_metrics),
+        mlflow_run_id=run.mlflow_run_id,
+        experiment_id=run.experiment_id,
+    )
+    run.folder.join(RESULT_FILE).write_json(out.to_dict())
+    client.set_tag(run.mlflow_run_id, "pix2pix.best_checkpoint", out.best_checkpoint)
+    client.set_terminated(run.mlflow_run_id, status="FINISHED")
+    return out
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def completed_result(run: TrainRun) -> TrainResult | None:
+    """The result of an earlier, completed run of this name, if there is one."""
+    loc = run.folder.join(RESULT_FILE)
+    if not loc.exists():
+        return None
+    done = TrainResult.from_dict(loc.read_json())
+    return done if done.epochs >= run.model.total_epochs else None
+
+
+def train(
+    model: ModelOptions,
+    opts: TrainOptions,
+    common: CommonOptions,
+    *,
+    parent_run_id: str | None = None,
+    mlflow_run_id: str | None = None,
+    callbacks: Sequence[Any] = (),
+    ray_address: str | None = None,
+    fault_hook: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train (or continue training) the run these options name; returns where it ended.
+
+    A completed run of the same name is returned as it is; an interrupted one continues
+    from its latest checkpoint.
+    """
+    run = plan_run(
+        model,
+        opts,
+        common,
+        parent_run_id=parent_run_id,
+        mlflow_run_id=mlflow_run_id,
+        ray_address=ray_address,
+    )
+    done = completed_result(run)
+    if done is not None:
+        from mlflow import MlflowClient
+
+        MlflowClient(run.tracking_uri).set_terminated(run.mlflow_run_id, status="FINISHED")
+        print(f"run {run.name} is complete: {_summary(done)}", flush=True)
+        return done
+    if fault_hook is not None:
+        run = dataclasses.replace(run, fault_hook=fault_hook)
+    workers = f"{opts.num_workers} worker{'s' * (opts.num_workers > 1)}"
+    device = "GPU" if run.use_gpu else f"{run.cpus_per_worker:g} CPU"
+    print(
+        f"training {run.name}: {workers} x {device}, {model.total_epochs} epochs, "
+        f"run folder {run.folder.url}",
+        flush=True,
+    )
+    try:
+        result = build_trainer(run, callbacks=callbacks).fit()
+    except BaseException:
+        from mlflow import MlflowClient
+
+        MlflowClient(run.tracking_uri).set_terminated(run.mlflow_run_id, status="FAILED")
+        raise
+    out = finish_run(run, result)
+    print(f"run {run.name} done: {_summary(out)}", flush=True)
+    return out
+
+
+def _summary(result: TrainResult) -> str:
+    best = {k: result.best_metrics.get(k, float("nan")) for k in ("val_L1", "val_PSNR", "val_SSIM")}
+    return (
+        f"{result.epochs} epochs; best val L1 {best['val_L1']:.4f} (PSNR {best['val_PSNR']:.2f}, "
+        f"SSIM {best['val_SSIM']:.3f}) at {result.best_checkpoint}; "
+        f"MLflow run {result.mlflow_run_id}"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, TrainOptions, ModelOptions, CommonOptions, RayOptions)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts, model, common, ray_opts = load_options(
+        args, TrainOptions, ModelOptions, CommonOptions, RayOptions
+    )
+    started = time.monotonic()
+    try:
+        train(model, opts, common, ray_address=ray_opts.ray_address)
+    except RuntimeError as err:
+        print(f"pix2pix train: {err}", file=sys.stderr)
+        return 1
+    print(f"pix2pix train: finished in {time.monotonic() - started:.0f} s", flush=True)
+    return 0
