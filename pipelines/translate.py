@@ -1,0 +1,345 @@
+"""`pix2pix translate`: run a generator over an image archive with Ray Data, resumably.
+
+    pix2pix translate --model models:/facades@champion --input s3://archive/ --output s3://out/
+
+The pipeline streams, so memory stays flat however large the archive:
+
+    inputs (driver: list, plan output names, skip what the manifest says is done)
+      -> read + decode + resize or keep for tiling     Ray tasks       (translate_io)
+      -> generator, tiles batched, inference_mode      actor pool      (translate_model)
+      -> resize back, reattach alpha, encode, write    Ray tasks       (translate_io)
+         + one manifest part per batch, after its outputs
+      -> counts on the driver; the manifest folded into DST/_manifest/manifest.jsonl
+
+Every input ends as an output or as a failure with a reason (inputs = written + failed);
+rerunning the same command skips what is done and retries what failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.errors import UserError
+from pipelines.options import (
+    CommonOptions,
+    ModelOptions,
+    RayOptions,
+    add_options,
+    load_options,
+    option,
+)
+from pipelines.storage import Location
+from pipelines.translate_images import FORMATS
+
+MODES = ("auto", "resize", "tile")
+SIDES = ("A", "B", "full")
+DEFAULT_MAX_PIXELS = 2**26  # 8192 x 8192; tiles make the model's memory independent of it
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranslateOptions:
+    """Translation: what, where, and how."""
+
+    model: str | None = option(
+        None,
+        "the generator: models:/NAME@ALIAS, models:/NAME/VERSION, a checkpoint URL, or an "
+        "official *_net_G.pth (its architecture given by --netG, --ngf, --norm, ...)",
+    )
+    input: str | None = option(
+        None, "a folder or prefix (recursive), one image, or a .txt/.csv list of URLs"
+    )
+    output: str | None = option(None, "the folder for outputs and _manifest/ (any fsspec URL)")
+    input_side: str = option("full", "for aligned A|B images: translate A or B", choices=SIDES)
+    format: str = option("png", "output format", choices=tuple(FORMATS))
+    suffix: str = option("", "added to each output's name, e.g. _fake")
+    resize: bool = option(False, "resize every image to the model's size and back")
+    tile: bool = option(False, "every image at full resolution in overlapping tiles")
+    tile_overlap: int | None = option(None, "tile overlap in pixels (default: tile size / 4)")
+    eval: bool | None = option(
+        None, "eval mode: dropout off, batch-norm running stats (default: the model's setting)"
+    )
+    batch_size: int = option(4, "tiles per forward pass")
+    num_actors: int | None = option(None, "model actors (default: one per GPU, or 1 on CPU)")
+    num_gpus_per_actor: float | None = option(None, "GPUs per actor (default: 1 if any, else 0)")
+    num_cpus_per_actor: int | None = option(
+        None, "CPUs (torch threads) per actor (default: 1 with GPUs, else the cores)"
+    )
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "larger images are recorded as failed")
+
+    def __post_init__(self) -> None:
+        for name in ("model", "input", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        if self.resize and self.tile:
+            raise ValueError("--resize and --tile exclude each other; give one (or neither)")
+        for name in ("batch_size", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("num_actors", "num_cpus_per_actor"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value!r}")
+        if self.num_gpus_per_actor is not None and self.num_gpus_per_actor < 0:
+            raise ValueError(f"--num_gpus_per_actor must be >= 0, got {self.num_gpus_per_actor!r}")
+        if self.tile_overlap is not None and self.tile_overlap < 0:
+            raise ValueError(f"--tile_overlap must be >= 0, got {self.tile_overlap!r}")
+
+    @property
+    def mode(self) -> str:
+        return "resize" if self.resize else "tile" if self.tile else "auto"
+
+
+OPTION_GROUPS = (TranslateOptions, ModelOptions, CommonOptions, RayOptions)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The official spelling is --eval; --no_eval (not argparse's --no-eval) matches it.
+    parser.add_argument(
+        "--eval",
+        dest="eval",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="eval mode: dropout off, batch norm with its running statistics",
+    )
+    parser.add_argument(
+        "--no_eval",
+        dest="eval",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="the paper's test time: dropout on, batch norm with each image's statistics "
+        "(default: the setting the model was saved with)",
+    )
+    add_options(parser, *OPTION_GROUPS)
+
+
+# --------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------
+
+
+def _official_config(uri: str, model_opts: ModelOptions):
+    """The architecture of an official generator (a bare state dict carries none).
+
+    Used for files named like the official ones (`latest_net_G.pth`), and for any file when
+    architecture flags are given; a checkpoint of this project carries its own config.
+    """
+    from pipelines.models import OFFICIAL_SUFFIX
+    from pix2pix_core import GeneratorConfig
+
+    config = model_opts.generator_config()
+    if uri.startswith(("models:/", "runs:/")):
+        return None
+    return config if uri.endswith(OFFICIAL_SUFFIX) or config != GeneratorConfig() else None
+
+
+def load_model(opts: TranslateOptions, model_opts: ModelOptions, common: CommonOptions):
+    """The generator, loaded once on the driver: a bad URI stops the command before Ray."""
+    from pipelines.models import load_generator_from_uri
+
+    if opts.model.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        from pipelines.tracking import resolve_tracking_uri
+
+        mlflow.set_tracking_uri(resolve_tracking_uri(common.tracking_uri))
+    return load_generator_from_uri(
+        opts.model,
+        storage_options=common.storage_options,
+        official=_official_config(opts.model, model_opts),
+        device="cpu",
+    )
+
+
+def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
+    """Actors, devices and threads from the flags and what the cluster has."""
+    import ray
+
+    from pipelines.translate_model import Runtime
+
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+    num_gpus = opts.num_gpus_per_actor
+    if num_gpus is None:
+        num_gpus = 1.0 if gpus >= 1 else 0.0
+    if num_gpus > gpus:
+        raise UserError(f"--num_gpus_per_actor {num_gpus:g}: the cluster has {gpus:g} GPUs")
+    actors = opts.num_actors or (max(1, int(gpus // num_gpus)) if num_gpus else 1)
+    if opts.num_cpus_per_actor:
+        threads = opts.num_cpus_per_actor
+    elif num_gpus:
+        threads = 1
+    else:
+        # The cores, less one logical CPU that the decode and write tasks keep.
+        threads = max(1, min(os.cpu_count() or 1, int(cpus) - 1) // actors)
+    device = "cuda" if num_gpus else "cpu"
+    tile = 2**loaded.config.depth
+    overlap = opts.tile_overlap if opts.tile_overlap is not None else tile // 4
+    if overlap >= tile:
+        raise UserError(f"--tile_overlap {overlap} must be smaller than the tile ({tile})")
+    runtime = Runtime(
+        device=device,
+        threads=threads,
+        batch_size=opts.batch_size,
+        tile=tile,
+        overlap=overlap,
+        eval_mode=opts.eval if opts.eval is not None else bool(loaded.eval_mode),
+        channels_last=model_opts.channels_last if model_opts.channels_last is not None else True,
+        autocast=model_opts.autocast if model_opts.autocast is not None else device == "cuda",
+    )
+    return runtime, actors, num_gpus
+
+
+# --------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    inputs: int = 0
+    written: int = 0  # done, in this run or an earlier one
+    earlier: int = 0  # done in an earlier run
+    failed: int = 0
+    processed: int = 0  # this run: written + failed
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        earlier = f" ({self.earlier:,} in earlier runs)" if self.earlier else ""
+        return (
+            f"{self.inputs:,} images: {self.written:,} written{earlier}, "
+            f"{self.failed:,} failed; {rate:.1f} images/s"
+        )
+
+
+def _inside(child: Location, parent: Location) -> bool:
+    return child.url.startswith(parent.url.rstrip("/") + "/")
+
+
+def _pipeline(jobs, dst: Location, opts, common, loaded, runtime, actors, num_gpus):
+    """The Ray Data dataset of per-input results (url, status, reason), not yet run."""
+    import ray
+    import ray.data
+
+    from pipelines.translate_io import encode_and_write, read_and_decode
+    from pipelines.translate_model import Translator
+
+    rows = [{"url": j.url, "output": j.output} for j in jobs]
+    # Small blocks: streaming granularity, and what a killed run can lose.
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / 16)))
+    ds = ds.map_batches(
+        read_and_decode,
+        batch_size=opts.batch_size,
+        # Half a CPU: decoding is light, and a resource shape unlike the actors' keeps Ray
+        # Data from fusing it into them, where it would run in series with the forward.
+        num_cpus=0.5,
+        fn_kwargs={
+            "storage_options": dict(common.storage_options),
+            "max_pixels": opts.max_pixels,
+            "channels": loaded.config.input_nc,
+            "side": opts.input_side,
+            "tile": runtime.tile,
+            "mode": opts.mode,
+        },
+    )
+    model = {
+        "config": loaded.config.to_dict(),
+        "state_dict": ray.put({k: v.cpu() for k, v in loaded.module.state_dict().items()}),
+    }
+    ds = ds.map_batches(
+        Translator,
+        batch_size=opts.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        fn_constructor_kwargs={"model": model, "runtime": runtime},
+        num_cpus=runtime.threads,
+        num_gpus=num_gpus,
+    )
+    return ds.map_batches(
+        encode_and_write,
+        batch_size=opts.batch_size,
+        fn_kwargs={
+            "dst": dst.url,
+            "storage_options": dict(common.storage_options),
+            "fmt": opts.format,
+        },
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    opts, model_opts, common, ray_opts = load_options(args, *OPTION_GROUPS)
+    from pipelines.translate_manifest import check_job, compact, read_state
+    from pipelines.translate_paths import list_inputs, plan, remove_partial_writes
+
+    src = Location.parse(opts.input, common.storage_options)
+    dst = Location.parse(opts.output, common.storage_options)
+    if dst.url == src.url:
+        raise UserError("--output must not be --input: outputs go beside the inputs, not over")
+
+    # 1. the model, checked before anything starts
+    loaded = load_model(opts, model_opts, common)
+    if loaded.config.input_nc not in (1, 3) or loaded.config.output_nc not in (1, 3):
+        raise UserError(
+            f"{opts.model}: translate reads and writes 1- or 3-channel images; the model has "
+            f"input_nc={loaded.config.input_nc}, output_nc={loaded.config.output_nc}"
+        )
+
+    # 2. the work: every input, its output name, and what an earlier run already did
+    listing = list_inputs(src, exclude=dst if _inside(dst, src) else None)
+    if listing.ignored:
+        print(
+            f"ignoring {len(listing.ignored):,} hidden files or files without an image extension "
+            f"(e.g. {listing.ignored[0]})"
+        )
+    jobs = plan(listing.inputs, dst, suffix=opts.suffix, fmt=opts.format)
+    check_job(dst, _settings(opts, loaded))
+    state, _ = read_state(dst)
+    remove_partial_writes(dst)
+    todo = [j for j in jobs if state.get(j.url, {}).get("status") != "done"]
+
+    # 3. the pipeline
+    counts = Counts(inputs=len(jobs), earlier=len(jobs) - len(todo))
+    if todo:
+        from pipelines.ray_runtime import init_ray
+
+        init_ray(ray_opts.ray_address)
+        runtime, actors, num_gpus = _runtime(opts, model_opts, loaded)
+        ds = _pipeline(todo, dst, opts, common, loaded, runtime, actors, num_gpus)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            counts.processed += len(batch["url"])
+
+    # 4. the manifest, folded; the counts from it, so they are what a rerun will see
+    state = compact(dst)
+    statuses = [state.get(j.url, {}).get("status") for j in jobs]
+    counts.written = statuses.count("done")
+    counts.failed = statuses.count("failed")
+    counts.seconds = time.perf_counter() - started
+    missing = counts.inputs - counts.written - counts.failed
+    if missing:
+        raise RuntimeError(f"{missing} inputs have no record in {dst.url}/_manifest")
+    failures = [(j.url, state[j.url]["reason"]) for j in jobs if state[j.url]["status"] == "failed"]
+    for url, reason in failures[:5]:
+        print(f"failed: {url}: {reason}")
+    if len(failures) > 5:
+        print(f"... and {len(failures) - 5:,} more in {dst.url}/_manifest/manifest.jsonl")
+    print(counts.summary())
+    return 0
+
+
+def _settings(opts: TranslateOptions, loaded: Any) -> dict[str, Any]:
+    """What decides the outputs: a rerun into the same DST must not change it."""
+    return {
+        "model": opts.model,
+        "generator": loaded.config.to_dict(),
+        "input_side": opts.input_side,
+        "format": opts.format,
+        "suffix": opts.suffix,
+        "mode": opts.mode,
+        "tile_overlap": opts.tile_overlap,
+        "eval": opts.eval,
+    }

@@ -1,0 +1,203 @@
+"""The parts of `pix2pix translate` that need no Ray: names, images, manifest, semantics."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipelines.errors import UserError
+from pipelines.sample_data import encode
+from pipelines.storage import Location
+from pipelines.translate_images import BadImage, decode
+from pipelines.translate_images import encode as encode_output
+from pipelines.translate_manifest import check_job, compact, read_state, record, write_part
+from pipelines.translate_model import Runtime, prepare_generator
+from pipelines.translate_paths import list_inputs, plan, safe_relative
+from pix2pix_core import GeneratorConfig, build_generator
+from tests.bad_inputs import bad_files, odd_files
+
+# -- where outputs go -----------------------------------------------------------------------
+
+ESCAPES = [
+    "../../etc/passwd.png",
+    "a/../../../b.png",
+    "/abs/path.png",
+    "..\\..\\windows.png",
+    "..",
+    "sub/./../x.png",
+    "_manifest/job.png",
+    "new\nline\x00.png",
+]
+
+
+@pytest.mark.parametrize("rel", ESCAPES)
+def test_whatever_the_name_the_output_stays_inside_dst(tmp_path, rel):
+    dst = Location.parse(str(tmp_path / "out"))
+    (job,) = plan([(f"s3://bucket/in/{rel}", rel)], dst, suffix="_fake", fmt="png")
+    assert job.output.startswith(dst.url + "/")
+    inside = job.output[len(dst.url) + 1 :]
+    assert ".." not in inside.split("/")
+    assert not inside.startswith("_manifest/")
+    assert not any(ord(ch) < 32 for ch in inside)
+    assert job.output.endswith("_fake.png")
+
+
+def test_safe_relative_keeps_ordinary_paths():
+    assert safe_relative("a/b/c.jpg") == "a/b/c.jpg"
+    assert safe_relative("..weird/x..y.png") == "..weird/x..y.png"
+
+
+def test_names_that_would_collide_are_kept_apart(tmp_path):
+    dst = Location.parse(str(tmp_path / "out"))
+    inputs = [("/in/a.jpg", "a.jpg"), ("/in/a.png", "a.png"), ("/in/b.jpg", "b.jpg")]
+    outputs = [j.output for j in plan(inputs, dst, suffix="", fmt="png")]
+    assert len(set(outputs)) == 3
+    assert outputs[2] == f"{dst.url}/b.png"
+
+
+def test_an_output_that_would_overwrite_an_input_is_refused(tmp_path):
+    src = tmp_path / "data"
+    inputs = [(f"{src}/x.png", "x.png"), (f"{src}/data/x.png", "data/x.png")]
+    with pytest.raises(UserError, match="would overwrite the input"):
+        plan(inputs, Location.parse(str(tmp_path)), suffix="", fmt="png")
+
+
+def test_suffix_cannot_hold_a_path(tmp_path):
+    with pytest.raises(UserError, match="--suffix"):
+        plan([("/in/a.png", "a.png")], Location.parse(str(tmp_path)), suffix="/../x", fmt="png")
+
+
+def test_listing_skips_dst_inside_src_and_reports_what_it_ignores(tmp_path):
+    src = Location.parse(str(tmp_path))
+    png = encode(np.zeros((8, 8, 3), np.uint8))
+    for name in ("a.png", "sub/b.JPG", "out/old_output.png", "notes.txt", ".hidden.png"):
+        src.join(name).write_bytes(png)
+    listing = list_inputs(src, exclude=src.join("out"))
+    assert sorted(rel for _, rel in listing.inputs) == ["a.png", "sub/b.JPG"]
+    assert sorted(u.rsplit("/", 1)[1] for u in listing.ignored) == [".hidden.png", "notes.txt"]
+
+
+def test_a_list_of_urls_mirrors_paths_below_their_common_folder(tmp_path):
+    root = Location.parse(str(tmp_path))
+    png = encode(np.zeros((8, 8, 3), np.uint8))
+    for name in ("imgs/x/a.png", "imgs/y/b.png"):
+        root.join(name).write_bytes(png)
+    root.join("list.txt").write_bytes(
+        b"# inputs\nimgs/x/a.png\n" + f"{tmp_path}/imgs/y/b.png\n".encode()
+    )
+    listing = list_inputs(root.join("list.txt"))
+    assert [rel for _, rel in listing.inputs] == ["x/a.png", "y/b.png"]
+
+
+# -- images ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(bad_files()))
+def test_each_bad_file_gets_a_reason(name):
+    with pytest.raises(BadImage) as err:
+        decode(bad_files()[name], max_pixels=10_000_000)
+    assert len(str(err.value)) > 10
+
+
+def test_the_pixel_limit_is_checked_before_decoding():
+    data = encode(np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(BadImage, match="2,000 pixels, over the limit of 1,999"):
+        decode(data, max_pixels=1999)
+
+
+@pytest.mark.parametrize("name", sorted(odd_files()))
+def test_odd_modes_become_8_bit_rgb(name):
+    decoded = decode(odd_files()[name], max_pixels=10_000_000)
+    assert decoded.pixels.dtype == np.uint8
+    assert decoded.pixels.shape == (32, 64, 3)
+    assert decoded.note
+    assert (decoded.alpha is not None) == (name == "rgba.png")
+
+
+def test_16_bit_is_scaled_not_clipped():
+    decoded = decode(odd_files()["gray16.png"], max_pixels=10_000_000)
+    reference = np.asarray(Image.open(io.BytesIO(odd_files()["gray16.png"])))
+    np.testing.assert_allclose(decoded.pixels[..., 0], reference / 257, atol=0.51)
+
+
+def test_alpha_is_reattached_to_png_and_reported_for_jpg():
+    decoded = decode(odd_files()["rgba.png"], max_pixels=10_000_000)
+    data, note = encode_output(decoded.pixels, decoded.alpha, "png")
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == "RGBA"
+        assert np.array_equal(np.asarray(img.getchannel("A")), decoded.alpha)
+    _, note = encode_output(decoded.pixels, decoded.alpha, "jpg")
+    assert "alpha dropped" in note
+
+
+def test_input_side_picks_a_half_of_an_aligned_pair():
+    pair = np.concatenate([np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)], 1)
+    data = encode(pair)
+    assert decode(data, max_pixels=1000, side="A").pixels.max() == 0
+    assert decode(data, max_pixels=1000, side="B").pixels.min() == 255
+    assert decode(data, max_pixels=1000).pixels.shape == (8, 16, 3)
+
+
+# -- manifest -------------------------------------------------------------------------------
+
+
+def test_the_latest_record_wins_and_compaction_keeps_it(tmp_path):
+    dst = Location.parse(str(tmp_path))
+    write_part(dst, [record("a", reason="corrupt"), record("b", output="out/b.png")])
+    write_part(dst, [record("a", output="out/a.png")])
+    state, parts = read_state(dst)
+    assert len(parts) == 2
+    assert {k: v["status"] for k, v in state.items()} == {"a": "done", "b": "done"}
+    assert compact(dst) == state
+    assert read_state(dst) == (state, [])
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path):
+    dst = Location.parse(str(tmp_path))
+    check_job(dst, {"model": "m1", "format": "png"})
+    check_job(dst, {"model": "m1", "format": "png"})
+    with pytest.raises(UserError, match="format: 'png' -> 'jpg'"):
+        check_job(dst, {"model": "m1", "format": "jpg"})
+
+
+# -- test-time semantics --------------------------------------------------------------------
+
+
+def _weights(use_dropout: bool) -> tuple[GeneratorConfig, dict]:
+    torch.manual_seed(0)
+    config = GeneratorConfig(netG="unet_128", num_downs=5, ngf=8, use_dropout=use_dropout)
+    net = build_generator(config)
+    for m in net.modules():  # batch norm with statistics of its own, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return config, net.state_dict()
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_eval_mode_matches_the_official_eval(channels_last):
+    config, state = _weights(use_dropout=True)
+    official = build_generator(config)
+    official.load_state_dict(state)
+    official.eval()
+    ours = prepare_generator(config, state, Runtime(eval_mode=True, channels_last=channels_last))
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(ours(x), official(x), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_train_mode_in_a_batch_matches_the_official_test_one_image_at_a_time():
+    config, state = _weights(use_dropout=False)  # dropout off: comparable outputs
+    official = build_generator(config)
+    official.load_state_dict(state)
+    official.train()  # the official test without --eval, at its batch size of 1
+    ours = prepare_generator(config, state, Runtime(eval_mode=False))
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    each = torch.cat([official(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(ours(x), each, rtol=0, atol=1e-5)
