@@ -31,8 +31,8 @@ from pipelines.errors import UserError
 from pipelines.options import CommonOptions, RayOptions, add_options, load_options, option
 from pipelines.prepare_images import (
     DEFAULT_MAX_PIXELS,
+    IMAGE_FORMAT,
     PARQUET_COMPRESSION,
-    PNG_COMPRESS_LEVEL,
     RESULT_SCHEMA,
     process_batch,
 )
@@ -40,7 +40,7 @@ from pipelines.prepare_sources import LAYOUTS, Sources, carve_val, discover
 from pipelines.storage import Location
 
 DIRECTIONS = ("AtoB", "BtoA")
-# Pairs per Ray task, and so per Parquet shard (about 180 KB a pair at load_size 286).
+# Pairs per Ray task, and so per Parquet shard (about 270 KB a pair at load_size 286).
 MAX_PAIRS_PER_TASK = 128
 
 
@@ -237,7 +237,7 @@ def _info(
         "load_size": opts.load_size,
         "width": opts.load_size,
         "height": opts.load_size,
-        "encoding": f"png (compress_level={PNG_COMPRESS_LEVEL}), parquet {PARQUET_COMPRESSION}",
+        "encoding": f"{IMAGE_FORMAT.lower()} in parquet ({PARQUET_COMPRESSION})",
         "counts": {split: n for split, n in summary.counts.items() if n},
         "inputs": summary.inputs,
         "ready": summary.ready,

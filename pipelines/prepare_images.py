@@ -4,10 +4,13 @@ Decode with Pillow (EXIF orientation applied), convert any mode to 8-bit RGB wit
 split an aligned A|B image, resize each side to load_size x load_size (bicubic, as the
 official code), and encode losslessly.
 
-Encoding is most of the cost (Pillow's default PNG takes ~25 ms per 286 px image here, the
-decode and both resizes ~6 ms in all), so images are PNG with compress_level=0 (still PNG,
-readable by anything) and the Parquet column is compressed with zstd level 1 instead: both
-faster and smaller than PNG compress_level=1 (see benchmarks/bench_prepare.py).
+Encoding is most of the cost: Pillow's PNG encoder always runs its per-row filter search
+(about 3 ms per 286 px image even at compress_level=0, 25 ms at the default level), while
+the decode and both resizes take about 6 ms a pair. So images are stored as uncompressed
+TIFF (0.3 ms to encode, 0.5 ms to decode, any image library reads it) and the Parquet
+column is compressed with LZ4 instead (half the size, about 0.1 ms per image more than no
+compression; zstd level 1 saves another 12% for 0.6 ms more). Measured in
+benchmarks/bench_prepare.py; the README has the numbers.
 """
 
 from __future__ import annotations
@@ -28,9 +31,8 @@ from pipelines.dataset import PAIR_SCHEMA
 from pipelines.storage import Location
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-PNG_COMPRESS_LEVEL = 0
-PARQUET_COMPRESSION = "zstd"
-PARQUET_COMPRESSION_LEVEL = 1
+IMAGE_FORMAT = "TIFF"  # uncompressed: the Parquet column is compressed instead
+PARQUET_COMPRESSION = "lz4"
 # Each half of an aligned image is one picture; official datasets have square halves.
 # Wider than 1.8:1 either way is more likely a single photo or a strip than an A|B pair.
 MAX_HALF_ASPECT = 1.8
@@ -199,9 +201,9 @@ def split_aligned(img: Image.Image) -> tuple[Image.Image, Image.Image]:
     return img.crop((0, 0, half, height)), img.crop((half, 0, width, height))
 
 
-def encode_png(img: Image.Image) -> bytes:
+def encode_image(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    img.save(buf, format=IMAGE_FORMAT)
     return buf.getvalue()
 
 
@@ -223,7 +225,7 @@ def prepare_aligned(
     left, right = split_aligned(img)
     if direction == "BtoA":
         left, right = right, left
-    return encode_png(_resize(left, load_size)), encode_png(_resize(right, load_size)), note
+    return encode_image(_resize(left, load_size)), encode_image(_resize(right, load_size)), note
 
 
 def prepare_pair(
@@ -250,7 +252,11 @@ def prepare_pair(
     a, b = sides["A"], sides["B"]
     if direction == "BtoA":
         a, b = b, a
-    return encode_png(_resize(a, load_size)), encode_png(_resize(b, load_size)), "; ".join(notes)
+    return (
+        encode_image(_resize(a, load_size)),
+        encode_image(_resize(b, load_size)),
+        "; ".join(notes),
+    )
 
 
 # -- one Ray Data batch -----------------------------------------------------------------
@@ -297,7 +303,6 @@ def write_shard(rows: list[dict], dst: Location, split: str) -> None:
         loc.path,
         filesystem=dst.arrow_fs,
         compression=PARQUET_COMPRESSION,
-        compression_level=PARQUET_COMPRESSION_LEVEL,
     )
 
 

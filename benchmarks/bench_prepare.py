@@ -1,0 +1,177 @@
+"""Prepare throughput vs a plain single-process Pillow loop, per CPU core.
+
+    .venv/bin/python benchmarks/bench_prepare.py [--pairs 400] [--cpus N]
+
+Makes its own data: `--pairs` aligned 256 x 256 pairs (512 x 256 JPEGs, quality 95) from
+scikit-image's photos. The baseline is what one would write first: for each file decode,
+split, resize both halves to 286 and save them as PNG with Pillow's defaults, in one
+process. Prepare runs on a fresh local Ray over all cores (after a warm-up run that
+starts the workers), end to end: listing, decoding, validation, encoding, Parquet shards,
+quarantine and dataset.json.
+
+Two measures of "per core", both printed:
+- wall: pairs/s divided by the cores used (what a quiet machine shows);
+- CPU time: pairs per CPU-second, counting every process of the Ray session (driver,
+  raylet, GCS, workers, from /proc). On a shared machine, where other jobs take cores,
+  wall-clock rates swing with their load; CPU time does not, so it is the fair ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.prepare import prepare_dataset
+from pipelines.prepare_images import IMAGE_FORMAT, PARQUET_COMPRESSION
+from pipelines.sample_data import make_pairs, write_dataset
+from pipelines.storage import Location
+
+LOAD_SIZE = 286
+
+
+def make_source(root: Path, n: int) -> Location:
+    # Edge sketches: as real as the label maps for this purpose, and quick to render.
+    pairs = make_pairs(n, size=256, seed=0, kind="edges")
+    return write_dataset({"train": pairs}, Location.parse(str(root / "src")), "aligned", "jpg")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of `root` and all its descendants, including exited
+    children they have reaped (Linux /proc)."""
+    parents, times = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def plain_loop(src: Path, out: Path) -> tuple[float, float]:
+    """(pairs per wall second, pairs per CPU second) of the obvious single-process loop."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted(src.glob("train/*.jpg"))
+    started, cpu = time.perf_counter(), time.process_time()
+    for path in files:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            a = img.crop((0, 0, w // 2, h)).resize((LOAD_SIZE, LOAD_SIZE), Image.BICUBIC)
+            b = img.crop((w // 2, 0, w, h)).resize((LOAD_SIZE, LOAD_SIZE), Image.BICUBIC)
+            a.save(out / f"{path.stem}_A.png")
+            b.save(out / f"{path.stem}_B.png")
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return len(files) / wall, len(files) / cpu
+
+
+def decode_only(src: Path) -> float:
+    """Pairs per CPU second of decoding alone."""
+    files = sorted(src.glob("train/*.jpg"))
+    started = time.process_time()
+    for path in files:
+        with Image.open(path) as img:
+            img.load()
+    return len(files) / (time.process_time() - started)
+
+
+def encodings(src: Path) -> list[tuple[str, float, float]]:
+    """(encoding, CPU ms per image, KiB per image) for one resized half."""
+    with Image.open(next(src.glob("train/*.jpg"))) as img:
+        half = img.convert("RGB").crop((256, 0, 512, 256)).resize((LOAD_SIZE, LOAD_SIZE))
+    out = []
+    for name, kwargs in (
+        ("PNG, Pillow default (level 6)", {}),
+        ("PNG compress_level=1", {"compress_level": 1}),
+        ("PNG compress_level=0", {"compress_level": 0}),
+        ("TIFF, uncompressed (prepare's)", {"format": "TIFF"}),
+    ):
+        started, sizes = time.process_time(), []
+        for _ in range(20):
+            buf = io.BytesIO()
+            half.save(buf, **{"format": "PNG", **kwargs})
+            sizes.append(len(buf.getvalue()))
+        out.append((name, (time.process_time() - started) / 20 * 1000, np.mean(sizes) / 1024))
+    return out
+
+
+def stored_kib_per_pair(dst: Location, pairs: int) -> float:
+    total = sum(p.stat().st_size for p in Path(dst.path).rglob("*.parquet"))
+    return total / 1024 / pairs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=400)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="Ray CPUs")
+    args = parser.parse_args()
+    cores = min(args.cpus, os.cpu_count() or 1)
+
+    import ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        print(f"making {args.pairs} pairs of 256 x 256 ...", flush=True)
+        src = make_source(root, args.pairs)
+        warm = write_dataset(
+            {"train": make_pairs(8, size=256, seed=1, kind="edges")},
+            Location.parse(str(root / "warm")),
+        )
+
+        before = plain_loop(Path(src.path), root / "plain1")
+        ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING")
+        prepare_dataset(warm, Location.parse(str(root / "warm_out")), val_fraction=0)
+        dst = Location.parse(str(root / "prepared"))
+        load = os.getloadavg()[0]
+        started, cpu = time.perf_counter(), tree_cpu_seconds(os.getpid())
+        summary = prepare_dataset(src, dst, load_size=LOAD_SIZE)
+        wall, cpu = time.perf_counter() - started, tree_cpu_seconds(os.getpid()) - cpu
+        ray.shutdown()
+        after = plain_loop(Path(src.path), root / "plain2")
+        plain_wall, plain_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+        prep_wall, prep_cpu = summary.ready / wall / cores, summary.ready / cpu
+
+        print()
+        print(f"machine: {os.cpu_count()} CPU cores, load average {load:.1f} at the start")
+        print(f"data: {summary.ready} aligned pairs, 256 x 256 JPEG, resized to {LOAD_SIZE}")
+        print("pairs per second per core            wall   CPU time")
+        print(f"  decode only (1 process)                 {decode_only(Path(src.path)):8.1f}")
+        print(f"  plain Pillow loop (1 process)  {plain_wall:8.1f} {plain_cpu:8.1f}")
+        print(f"  prepare on Ray ({cores} cores)        {prep_wall:8.1f} {prep_cpu:8.1f}")
+        print(
+            f"  prepare / plain loop           {prep_wall / plain_wall:7.2f}x "
+            f"{prep_cpu / plain_cpu:7.2f}x   (target >= 3x)"
+        )
+        print(f"  prepare, all cores, wall       {summary.ready / wall:8.1f} pairs/s")
+        print(
+            f"stored: {stored_kib_per_pair(dst, summary.ready):.0f} KiB per pair "
+            f"({IMAGE_FORMAT} in {PARQUET_COMPRESSION} Parquet)"
+        )
+        print("\nencoding one 286 x 286 image (CPU time):")
+        for name, ms, kib in encodings(Path(src.path)):
+            print(f"  {name:<32} {ms:6.1f} ms  {kib:6.0f} KiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
