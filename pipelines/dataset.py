@@ -8,7 +8,8 @@
       val/*.parquet
       test/*.parquet        (only if the source has a test split)
 
-Images are stored losslessly encoded (PNG) at `load_size`; the random crop to
+Images are stored losslessly encoded (uncompressed TIFF; the Parquet column is LZ4
+compressed) at `load_size`; `decode_image` reads any format Pillow reads. The random crop to
 `crop_size` and the flip happen at training time, anew each epoch.
 """
 
@@ -33,7 +34,7 @@ PAIR_SCHEMA = pa.schema(
     [
         ("key", pa.string()),  # relative path without extension, unique in the dataset
         ("split", pa.string()),
-        ("a", pa.binary()),  # input image, lossless (PNG), RGB, load_size x load_size
+        ("a", pa.binary()),  # input image, lossless (TIFF), RGB, load_size x load_size
         ("b", pa.binary()),  # target image, same encoding and size
         ("width", pa.int32()),
         ("height", pa.int32()),
