@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,7 +191,9 @@ def _run_tasks(sources: Sources, src: Location, dst: Location, opts: PrepareOpti
     import ray.data
 
     work = sources.work_table()
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1)
+    # Ray Data starts a local Ray if none is up; it will get every core.
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count()
+    cpus = max(1, cpus or 1)
     # Two blocks per CPU keeps every core busy to the end; the cap bounds shard size.
     per_task = max(1, min(MAX_PAIRS_PER_TASK, math.ceil(work.num_rows / (2 * cpus))))
     blocks = [work.slice(i, per_task) for i in range(0, work.num_rows, per_task)]

@@ -121,11 +121,15 @@ def _unidentified(data: bytes) -> BadInput:
     return BadInput(f"not an image: Pillow does not recognise the format (starts {data[:12]!r})")
 
 
-def open_image(data: bytes, *, max_pixels: int, min_side: int = 0) -> Image.Image:
-    """Bytes -> a loaded Pillow image, or BadInput saying why not.
+def open_image(
+    data: bytes, *, max_pixels: int, min_side: int = 0
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Bytes -> (loaded upright Pillow image, its full size as shown), or BadInput.
 
-    `min_side`: JPEGs much larger than this are decoded at a reduced scale (DCT scaling),
-    never below `min_side` on either side: the resize would discard those pixels anyway.
+    `min_side`: JPEGs much larger than this are decoded at a reduced scale (DCT scaling,
+    1/2 to 1/8), never below `min_side` on either side: the resize would discard those
+    pixels anyway. Only when both sides divide by 16, so the scaled image is exactly the
+    full one shrunk and an A|B split stays on the seam; checks use the full size.
     """
     if not data:
         raise BadInput("empty file (0 bytes)")
@@ -140,13 +144,13 @@ def open_image(data: bytes, *, max_pixels: int, min_side: int = 0) -> Image.Imag
     width, height = img.size
     if width * height > max_pixels:
         raise BadInput(_too_many_pixels(data, max_pixels, img.size))
-    if min_side and img.format == "JPEG":
+    if min_side and img.format == "JPEG" and width % 16 == 0 and height % 16 == 0:
         img.draft(None, (min_side, min_side))
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadInput(f"truncated or corrupt {img.format or 'image'} data: {err}") from None
-    return img
+    return _upright(img, (width, height))
 
 
 def _too_many_pixels(data: bytes, limit: int, size: tuple[int, int] | None = None) -> str:
@@ -159,12 +163,13 @@ def _too_many_pixels(data: bytes, limit: int, size: tuple[int, int] | None = Non
     )
 
 
-def upright(img: Image.Image) -> Image.Image:
+def _upright(img: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:
     """Apply the EXIF orientation, so pixels are as a viewer shows them."""
     orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
     if orientation in (None, 1):
-        return img
-    return ImageOps.exif_transpose(img)
+        return img, size
+    turned = orientation in (5, 6, 7, 8)  # these swap width and height
+    return ImageOps.exif_transpose(img), (size[::-1] if turned else size)
 
 
 def to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
@@ -184,9 +189,10 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
     return img.convert("RGB"), note
 
 
-def split_aligned(img: Image.Image) -> tuple[Image.Image, Image.Image]:
-    """An aligned image -> its left (A) and right (B) halves."""
-    width, height = img.size
+def split_aligned(img: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
+    """An aligned image -> its left (A) and right (B) halves. `size`: its full size (`img`
+    may be a reduced-scale decode of it)."""
+    width, height = size
     if width % 2:
         raise BadInput(
             f"width {width} is odd: an aligned image is A and B side by side, "
@@ -198,7 +204,8 @@ def split_aligned(img: Image.Image) -> tuple[Image.Image, Image.Image]:
             f"{width} x {height} is an implausible shape for an aligned A|B image "
             f"(each half would be {half} x {height}); is it a single picture?"
         )
-    return img.crop((0, 0, half, height)), img.crop((half, 0, width, height))
+    w, h = img.size
+    return img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
 
 
 def encode_image(img: Image.Image) -> bytes:
@@ -220,9 +227,9 @@ def prepare_aligned(
     data: bytes, *, load_size: int, direction: str, max_pixels: int
 ) -> tuple[bytes, bytes, str]:
     """An A|B image -> (a, b, note), `a` being the model's input for `direction`."""
-    img = open_image(data, max_pixels=max_pixels, min_side=2 * load_size)
-    img, note = to_rgb(upright(img))
-    left, right = split_aligned(img)
+    img, size = open_image(data, max_pixels=max_pixels, min_side=2 * load_size)
+    img, note = to_rgb(img)
+    left, right = split_aligned(img, size)
     if direction == "BtoA":
         left, right = right, left
     return encode_image(_resize(left, load_size)), encode_image(_resize(right, load_size)), note
@@ -232,18 +239,16 @@ def prepare_pair(
     data_a: bytes, data_b: bytes, *, load_size: int, direction: str, max_pixels: int
 ) -> tuple[bytes, bytes, str]:
     """Separate A and B images -> (a, b, note). Both sides must have the same size."""
-    sides = {}
-    notes = []
+    sides, sizes, notes = {}, {}, []
     for name, data in (("A", data_a), ("B", data_b)):
         try:
-            img = open_image(data, max_pixels=max_pixels, min_side=load_size)
+            img, sizes[name] = open_image(data, max_pixels=max_pixels, min_side=load_size)
         except BadInput as err:
             raise BadInput(f"{name}: {err}", side=name) from None
-        img, note = to_rgb(upright(img))
-        sides[name] = img
+        sides[name], note = to_rgb(img)
         if note:
             notes.append(f"{name} {note}")
-    size_a, size_b = sides["A"].size, sides["B"].size
+    size_a, size_b = sizes["A"], sizes["B"]  # full sizes: one side may be a scaled decode
     if size_a != size_b:
         raise BadInput(
             f"A is {size_a[0]} x {size_a[1]} but B is {size_b[0]} x {size_b[1]}; "

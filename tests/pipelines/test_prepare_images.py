@@ -113,3 +113,20 @@ def test_max_pixels_is_a_limit_of_our_own():
     data = _png(_two_colours())  # 2,048 pixels
     with pixel_limit(1000), pytest.raises(BadInput, match="over the limit of 1,000"):
         prepare_aligned(data, **{**OPTS, "max_pixels": 1000})
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_large_jpegs_decoded_at_reduced_scale_keep_the_seam_and_the_size_check():
+    # 1024 x 512 A|B at load_size 32: decoded at 1/8 scale; the split is still on the seam.
+    a, b, _ = prepare_aligned(_jpeg(_two_colours(1024, 512)), **OPTS)
+    assert decode_image(a)[..., 0].mean() > 245 and decode_image(a)[..., 2].mean() < 10
+    assert decode_image(b)[..., 2].mean() > 245 and decode_image(b)[..., 0].mean() < 10
+    # A JPEG (decoded small) and a PNG of the same full size are a valid pair.
+    photo = np.full((704, 704, 3), 90, np.uint8)
+    a, b, _ = prepare_pair(_jpeg(photo), _png(photo), **OPTS)
+    assert decode_image(a).shape == decode_image(b).shape == (32, 32, 3)
