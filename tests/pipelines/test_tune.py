@@ -1,0 +1,228 @@
+"""`pix2pix tune`: a real sweep on the session's Ray, MLflow on SQLite, local storage.
+
+The main test interrupts a sweep for real (a `pix2pix tune` process killed with SIGKILL
+once two trials have finished), continues it in this process, and checks the record it
+leaves: four child runs under one parent, the results table, the best config and a best
+checkpoint that rebuilds a generator.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from pipelines.errors import UserError
+from pipelines.options import CommonOptions, ModelOptions
+from pipelines.storage import Location
+from pipelines.train_options import TrainOptions
+from pipelines.tune import TuneOptions, default_concurrency, tune
+
+ROOT = Path(__file__).parents[2]
+# The paper's space without the 286x286 ImageGAN, whose receptive field needs larger
+# images than the 32 px crops of these tests.
+SPACE = {
+    "lambda_L1": {"loguniform": [1, 1000]},
+    "patch_size": {"choice": [1, 16, 70]},
+    "norm": {"choice": ["batch", "instance"]},
+}
+# Tiny model, two epochs: one at the initial rate, one of decay.
+MODEL_FLAGS = {"num_downs": 5, "ngf": 8, "ndf": 8, "n_epochs": 1, "n_epochs_decay": 1}
+TRAIN_FLAGS = {"crop_size": 32, "batch_size": 4, "grid_size": 2}
+SWEEP_FLAGS = {"num_samples": 4, "max_concurrent_trials": 2, "grace_period": 1}
+SWEEP_FLAGS |= {"reduction_factor": 2, "metric": "l1"}
+
+
+@pytest.fixture(scope="session")
+def tune_data(tmp_path_factory, ray_cluster, photo_pairs) -> Location:
+    """A dozen prepared pairs at 36 px (random 32 px crops), 9 train and 3 val."""
+    from pipelines.prepare import prepare_dataset
+    from pipelines.sample_data import write_dataset
+
+    root = tmp_path_factory.mktemp("tune_data")
+    src = write_dataset({"train": photo_pairs[:12]}, Location.parse(str(root / "src")))
+    dst = Location.parse(str(root / "prepared"))
+    prepare_dataset(src, dst, layout="aligned", load_size=36, val_fraction=0.25, seed=0)
+    return dst
+
+
+def _flags(values: dict) -> list[str]:
+    return [item for k, v in values.items() for item in (f"--{k}", str(v))]
+
+
+def _options(data: Location, storage: Path, mlflow_uri: str, experiment: str, name: str):
+    return (
+        ModelOptions(**MODEL_FLAGS),
+        TrainOptions(data=data.url, **TRAIN_FLAGS),
+        CommonOptions(
+            storage_path=str(storage), run_name=name, tracking_uri=mlflow_uri, experiment=experiment
+        ),
+    )
+
+
+def _finished_trials(sweep_folder: Path) -> set[str]:
+    """Trials that Tune's saved experiment state records as finished."""
+    from ray.tune import ExperimentAnalysis
+
+    if not list(sweep_folder.glob("experiment_state-*.json")):
+        return set()
+    try:
+        trials = ExperimentAnalysis(str(sweep_folder)).trials
+    except Exception:  # the state file is being rewritten: read it next time
+        return set()
+    return {t.trial_id for t in trials if t.status == "TERMINATED"}
+
+
+def _snapshot(folder: Path) -> dict[str, float]:
+    """Every file under a trial's training run, with its modification time."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}
+
+
+def _children(client: MlflowClient, experiment: str, parent_run_id: str) -> list:
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+
+
+def test_a_sweep_interrupted_after_two_trials_continues_and_records_the_best(
+    tmp_path, ray_cluster, mlflow_uri, experiment_name, tune_data
+):
+    storage, name = tmp_path / "runs", "sweep-test"
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(SPACE))
+    sweep_folder = storage / name
+    log_path = tmp_path / "first_attempt.log"
+
+    # 1. The sweep as a user starts it, on this Ray; killed once two trials have finished.
+    command = [sys.executable, "-m", "pipelines.cli", "tune", "--data", tune_data.url]
+    command += _flags(MODEL_FLAGS | TRAIN_FLAGS | SWEEP_FLAGS)
+    command += ["--search_space", str(space_file), "--storage_path", str(storage)]
+    command += ["--run_name", name, "--tracking_uri", mlflow_uri]
+    command += ["--experiment", experiment_name]
+    command += ["--ray_address", ray_cluster.get_runtime_context().gcs_address]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 400
+        while len(_finished_trials(sweep_folder)) < 2:
+            assert proc.poll() is None, f"the sweep ended early:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no progress:\n{log_path.read_text()[-3000:]}"
+            time.sleep(1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = _finished_trials(sweep_folder)
+    assert 2 <= len(finished) < 4, "the interruption must leave work to do"
+    before = {t: _snapshot(sweep_folder / "train" / f"trial-{t}") for t in finished}
+
+    # 2. The same sweep again, here: Tuner.restore continues it.
+    model, opts, common = _options(tune_data, storage, mlflow_uri, experiment_name, name)
+    sweep = TuneOptions(search_space=str(space_file), **SWEEP_FLAGS)
+    result = tune(model, opts, common, sweep)
+
+    # Finished trials were not trained again: their runs are exactly as they were.
+    for trial_id, files in before.items():
+        assert _snapshot(sweep_folder / "train" / f"trial-{trial_id}") == files
+
+    # One parent run, four child runs, all closed; each knows its best checkpoint.
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    children = _children(client, experiment_name, result.parent_run_id)
+    assert len(children) == 4
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert result.best_run_id in {c.info.run_id for c in children}
+    for child in children:
+        assert child.data.tags["checkpoint_best"].startswith(str(sweep_folder / "train"))
+
+    # The results table: a row per trial, the best of them is the sweep's best.
+    table = list(csv.DictReader(io.StringIO(_artifact_text(result.parent_run_id, "results.csv"))))
+    assert len(table) == 4
+    assert {row["status"] for row in table} <= {"finished", "stopped early"}
+    best_l1 = min(float(row["val_L1"]) for row in table)
+    assert result.metric == "val_L1"
+    assert result.best_metrics["val_L1"] == pytest.approx(best_l1)
+    assert parent.data.metrics["val_L1"] == pytest.approx(best_l1)
+
+    # The best trial's config: searched values and a complete `pix2pix train --config`.
+    assert set(result.best_config) == set(SPACE)
+    best_config = yaml.safe_load(_artifact_text(result.parent_run_id, "best_config.yaml"))
+    assert best_config == result.best_options
+    assert {k: best_config[k] for k in SPACE} == result.best_config
+    assert best_config["ngf"] == 8 and best_config["data"] == tune_data.url
+    for key, value in result.best_config.items():
+        assert parent.data.tags[f"best.{key}"] == str(value)
+    assert parent.data.tags["checkpoint_best"] == result.best_checkpoint
+
+    # The best checkpoint, and the model logged in the parent run, rebuild the generator.
+    from pipelines.models import load_generator_from_uri
+
+    for uri in (result.best_checkpoint, result.model_uri):
+        loaded = load_generator_from_uri(uri)
+        assert loaded.config.ngf == 8 and loaded.config.norm == result.best_config["norm"]
+        with torch.no_grad():
+            out = loaded.module.eval()(torch.zeros(1, 3, 32, 32))
+        assert out.shape == (1, 3, 32, 32) and np.isfinite(out.numpy()).all()
+
+    # 3. A finished sweep, rerun, trains nothing and gives the same answer.
+    again = tune(model, opts, common, sweep)
+    assert again.best_checkpoint == result.best_checkpoint
+    assert again.parent_run_id == result.parent_run_id
+    assert len(_children(client, experiment_name, result.parent_run_id)) == 4
+
+
+def _artifact_text(run_id: str, path: str) -> str:
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)).read_text()
+
+
+def test_a_rerun_with_other_settings_names_what_changed(
+    tmp_path, ray_cluster, mlflow_uri, experiment_name, tune_data
+):
+    from pipelines.tune import load_space, sweep_name
+    from pipelines.tune_results import open_parent_run
+
+    model, opts, common = _options(tune_data, tmp_path, mlflow_uri, experiment_name, "s")
+    sweep = TuneOptions(num_samples=4)
+    folder = Location.parse(str(tmp_path / "s"))
+    space = load_space(sweep, model, opts)
+    first = open_parent_run("s", folder, tune_data, model, opts, common, sweep, space)
+    # An interrupted attempt, rerun with the same settings, keeps its MLflow run.
+    assert open_parent_run("s", folder, tune_data, model, opts, common, sweep, space) == first
+    with pytest.raises(UserError, match=r"num_samples: 4 -> 8.*choose another --run_name"):
+        open_parent_run(
+            "s", folder, tune_data, model, opts, common, TuneOptions(num_samples=8), space
+        )
+    assert sweep_name(CommonOptions(run_name=None), tune_data) == "tune-prepared"
+
+
+def test_default_concurrency_fits_trials_and_a_reserve_for_ray_data(ray_cluster):
+    # The session's Ray has 4 logical CPUs; 1 stays free for Ray Data; each trial takes
+    # its driver's 0.2 plus its workers.
+    assert default_concurrency(TrainOptions(num_workers=1), False, 0.5) == 4
+    assert default_concurrency(TrainOptions(num_workers=2), False, 0.5) == 2
+    assert default_concurrency(TrainOptions(num_workers=4), False, 1.0) == 1
+
+
+def test_the_cli_rejects_a_bad_search_space_before_starting_anything(tmp_path, capsys):
+    from pipelines.cli import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text("lambda_l1: {loguniform: [1, 1000]}\n")
+    code = main(["tune", "--data", str(tmp_path), "--search_space", str(space)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"pix2pix tune: error: {space}: 'lambda_l1' is not an option" in err
+    assert "did you mean 'lambda_L1'?" in err
