@@ -190,6 +190,7 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
         eval_mode=opts.eval if opts.eval is not None else bool(loaded.eval_mode),
         channels_last=model_opts.channels_last if model_opts.channels_last is not None else True,
         autocast=model_opts.autocast if model_opts.autocast is not None else device == "cuda",
+        compile=model_opts.compile,
     )
     return runtime, actors, num_gpus
 
@@ -230,8 +231,9 @@ def _pipeline(jobs, dst: Location, opts, common, loaded, runtime, actors, num_gp
     from pipelines.translate_model import Translator
 
     rows = [{"url": j.url, "output": j.output} for j in jobs]
-    # Small blocks: streaming granularity, and what a killed run can lose.
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / 16)))
+    # One block per batch: a block is what each stage hands on when it is done, so this is
+    # the streaming granularity, and the most a killed run loses per in-flight task.
+    ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / opts.batch_size))
     ds = ds.map_batches(
         read_and_decode,
         batch_size=opts.batch_size,

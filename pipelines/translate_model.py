@@ -41,6 +41,7 @@ class Runtime:
     eval_mode: bool = True
     channels_last: bool = True
     autocast: bool = False
+    compile: bool = False
 
 
 class PerSampleBatchNorm(nn.Module):
@@ -112,6 +113,9 @@ class Translator:
             state = ray.get(state)
         self.runtime = runtime
         self.model = prepare_generator(GeneratorConfig.from_dict(model["config"]), state, runtime)
+        if runtime.compile:
+            # Tiles have one size: shapes are static but for a last, smaller batch.
+            self.model = torch.compile(self.model)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         rt = self.runtime
