@@ -126,7 +126,16 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_sizes(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any], data: Location):
+def _check_data(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any], data: Location):
+    counts = dataset.get("counts", {})
+    for split in ("train", "val"):
+        if not counts.get(split):
+            raise UserError(
+                f"{data.url} has no {split} pairs (counts: {counts}); training needs both "
+                "(prepare carves val from train with --val_fraction)"
+            )
+    if opts.fid_weights and not Location.parse(opts.fid_weights, data.options).exists():
+        raise UserError(f"--fid_weights {opts.fid_weights}: not found")
     load_size = int(dataset.get("load_size") or 0)
     if load_size and opts.crop_size > load_size:
         raise UserError(
@@ -238,7 +247,7 @@ def plan_run(
         raise UserError("--data is required: the prepared dataset (DST of `pix2pix prepare`)")
     data = Location.parse(opts.data, common.storage_options)
     dataset = read_info(data)
-    _check_sizes(model, opts, dataset, data)
+    _check_data(model, opts, dataset, data)
     fingerprint = str(dataset.get("fingerprint", ""))
     name = _check_name(common.run_name or derive_run_name(data, model, opts, fingerprint))
     storage = Location.parse(common.storage_path, common.storage_options)
@@ -329,21 +338,21 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()):  # -> TorchT
     `callbacks` are Ray Train `UserCallback`s (Tune passes its `TuneReportCallback`, which
     forwards every epoch's report to the trial).
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pipelines.train_validation import read_val_pairs
     from pipelines.train_worker import train_fn_per_worker
 
     opts = run.options
     # A new random block order each epoch; workers shuffle locally on top of it.
     train_ds = read_prepared(run.data, "train").select_columns(["a", "b"]).randomize_block_order()
-    datasets = {"train": train_ds}
-    datasets["val"] = read_prepared(run.data, "val").select_columns(["a", "b"])
-    if opts.num_val:
-        datasets["val"] = datasets["val"].limit(opts.num_val)
+    config = worker_config(run)
+    config["val_pairs"] = ray.put(read_val_pairs(run.data, opts.num_val))
     return TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=worker_config(run),
+        train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=opts.num_workers,
@@ -361,11 +370,10 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()):  # -> TorchT
                 checkpoint_score_order="min",
             ),
             callbacks=list(callbacks),
+            # Ray Train's per-report INFO lines would bury the one progress line per epoch.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
-        datasets=datasets,
-        # Only train is split across workers; every worker reads val and validates its
-        # share of the batches (see train_validation.py).
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        datasets={"train": train_ds},
     )
 
 

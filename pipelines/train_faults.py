@@ -29,6 +29,6 @@ def maybe_wait_to_be_killed(hook: dict[str, Any] | None, *, epoch: int, rank: in
     with open(tmp, "w") as f:
         f.write(str(os.getpid()))
     os.replace(tmp, path)
-    deadline = time.monotonic() + float(hook.get("wait_s", 120))
+    deadline = time.monotonic() + float(hook.get("wait_s", 600))
     while time.monotonic() < deadline:
         time.sleep(0.1)

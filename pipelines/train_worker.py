@@ -11,6 +11,7 @@ Rank 0 alone logs to MLflow and prints the progress line.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from typing import Any
@@ -22,7 +23,12 @@ from pipelines.options import ModelOptions
 from pipelines.train_faults import maybe_wait_to_be_killed
 from pipelines.train_options import TrainOptions
 from pipelines.train_tracking import EpochLogger, progress_line, sample_grid
-from pipelines.train_validation import mean_across_ranks, sum_across_ranks, validate
+from pipelines.train_validation import (
+    load_fid_features,
+    mean_across_ranks,
+    sum_across_ranks,
+    validate,
+)
 from pix2pix_core import Pix2Pix, paired_random_jitter, to_tensor
 from pix2pix_core.training import LOSS_NAMES
 
@@ -31,6 +37,7 @@ SHUFFLE_BUFFER = 64
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -63,26 +70,29 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     total = model_opts.total_epochs
     logger = EpochLogger(**config["mlflow"]) if rank == 0 else None
     if rank == 0 and start.get("from"):
-        print(f"resuming {config['run_name']} after epoch {done} from {start['from']}", flush=True)
+        _say(f"resuming {config['run_name']} after epoch {done} from {start['from']}")
     train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    val_pairs = ray.get(config["val_pairs"])
+    fid_features = load_fid_features(opts.fid_weights, config["storage_options"], device)
     epoch_seconds: list[float] = []
     for epoch in range(done + 1, total + 1):
         began = time.perf_counter()
         losses, images, step = _train_epoch(
             model, train_shard, opts, config, epoch=epoch, rank=rank, step=step
         )
+        lr = model.current_lr  # the rate this epoch trained with
         model.step_schedulers()
         train_s = time.perf_counter() - began
         val, rows = validate(
             model,
-            val_shard,
+            val_pairs,
             crop_size=opts.crop_size,
             batch_size=opts.batch_size,
             eval_mode=opts.eval,
             rank=rank,
             world=world,
             grid_size=opts.grid_size,
+            fid_features=fid_features,
         )
         metrics = {
             "epoch": epoch,
@@ -90,14 +100,14 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             **mean_across_ranks(losses, device),
             **val,
             "images_per_s": sum_across_ranks(images, device) / max(train_s, 1e-9),
-            "lr": model.current_lr,
+            "lr": lr,
             "resumed_from_epoch": done,
         }
         epoch_seconds.append(time.perf_counter() - began)
         if logger is not None:
             logger.log(epoch, metrics, sample_grid(rows))
             eta = (total - epoch) * sum(epoch_seconds) / len(epoch_seconds)
-            print(progress_line(epoch, total, metrics, eta), flush=True)
+            _say(progress_line(epoch, total, metrics, eta))
         _report(model, metrics, config, opts, epoch=epoch, total=total, rank=rank)
 
 
@@ -202,3 +212,9 @@ def _set_threads(device: torch.device, local_workers: int) -> None:
         torch.backends.cudnn.benchmark = True  # fixed image sizes: pick the fastest kernels
         return
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_workers, 1)))
+
+
+def _say(line: str) -> None:
+    # Not print(): Ray Train copies printed lines into its own log, so each would show twice.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

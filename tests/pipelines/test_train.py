@@ -1,0 +1,258 @@
+"""`pix2pix train` on a real local Ray, SeaweedFS S3 and MLflow on SQLite.
+
+A tiny model (U-Net depth 5, 8 filters) on 16 train / 4 val pairs cropped from real
+photographs (scikit-image's samples), 32 px crops from 36 px images, two workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines import checkpoints
+from pipelines.cli import main as cli_main
+from pipelines.dataset import read_prepared
+from pipelines.options import CommonOptions, ModelOptions
+from pipelines.sample_data import make_pairs, write_dataset
+from pipelines.storage import Location
+from pipelines.train import RESULT_FILE, RUN_FILE, train
+from pipelines.train_options import TrainOptions
+from pipelines.train_tracking import grid_artifact
+from pix2pix_core import ImageMetrics, resize, to_tensor
+
+TINY = ModelOptions(num_downs=5, ngf=8, ndf=8, n_epochs=1, n_epochs_decay=1)
+CROP = 32
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, ray_cluster) -> Location:
+    from pipelines.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("train-data")
+    pairs = make_pairs(20, size=48, seed=0)
+    src = write_dataset({"train": pairs[:16], "val": pairs[16:]}, Location.parse(str(root / "src")))
+    dst = Location.parse(str(root / "prepared"))
+    prepare_dataset(src, dst, load_size=CROP + 4)
+    return dst
+
+
+def _opts(data: Location, **changes) -> TrainOptions:
+    return TrainOptions(data=data.url, crop_size=CROP, num_workers=2, **changes)
+
+
+def _common(storage: Location, mlflow_uri: str, experiment: str, name: str) -> CommonOptions:
+    return CommonOptions(
+        storage_path=storage.url,
+        storage_options=dict(storage.options),
+        run_name=name,
+        tracking_uri=mlflow_uri,
+        experiment=experiment,
+    )
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+class WorkerKiller:
+    """Kills (SIGKILL) the worker process whose pid appears in `pid_file`, while in use."""
+
+    def __init__(self, pid_file: str) -> None:
+        self.pid_file, self.killed = pid_file, []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self.done.is_set():
+            if os.path.exists(self.pid_file):
+                with open(self.pid_file) as f:
+                    pid = int(f.read())
+                os.kill(pid, signal.SIGKILL)
+                self.killed.append(pid)
+                return
+            time.sleep(0.1)
+
+    def __enter__(self) -> WorkerKiller:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
+    prepared, s3_store, mlflow_uri, experiment_name
+):
+    """2 workers x 4 epochs to S3: checkpoints, MLflow, falling losses, generator rebuilt."""
+    from mlflow import MlflowClient
+
+    storage = s3_store.location("runs")
+    model = replace(TINY, n_epochs=2, n_epochs_decay=2)
+    # eval mode: validation is deterministic, so a rebuilt generator must reproduce it.
+    opts = _opts(prepared, eval=True, keep_best=2)
+    result = train(model, opts, _common(storage, mlflow_uri, experiment_name, "s3-run"))
+
+    # checkpoints in the object store: best 2 by val L1, plus the latest
+    folder = storage.join("s3-run")
+    assert result.run_folder == folder.url
+    assert result.epochs == 4
+    kept = sorted(p.rsplit("/", 1)[-1] for p in folder.fs.ls(folder.path) if "epoch_" in p)
+    assert "epoch_0004" in kept and 2 <= len(kept) <= 3
+    assert result.latest_checkpoint == folder.join("epoch_0004").url
+    assert result.best_checkpoint.rsplit("/", 1)[-1] in kept
+    assert folder.join(RUN_FILE).exists() and folder.join(RESULT_FILE).exists()
+    meta = checkpoints.read_meta(result.latest_checkpoint, storage.options)
+    assert meta["epoch"] == 4 and meta["crop_size"] == CROP and meta["eval_mode"] is True
+    assert meta["dataset_fingerprint"]
+
+    # MLflow: params, a value per epoch for each metric, a sample grid per epoch
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["lambda_L1"] == "100.0" and run.data.params["ngf"] == "8"
+    assert run.data.tags["pix2pix.dataset_fingerprint"] == meta["dataset_fingerprint"]
+    assert run.data.tags["git_commit"]
+    for key in ("G_GAN", "G_L1", "D_real", "D_fake", "val_L1", "val_PSNR", "val_SSIM"):
+        assert [step for step, _ in _history(client, run.info.run_id, key)] == [1, 2, 3, 4]
+    grid = client.download_artifacts(run.info.run_id, grid_artifact(4))
+    from PIL import Image
+
+    with Image.open(grid) as img:
+        assert img.size == (3 * CROP, opts.grid_size * CROP)
+
+    # it learns: the L1 terms fall over the first epochs (bounded, not just printed)
+    g_l1 = [v for _, v in _history(client, run.info.run_id, "G_L1")]
+    val_l1 = [v for _, v in _history(client, run.info.run_id, "val_L1")]
+    assert g_l1[-1] < 0.9 * g_l1[0], g_l1
+    assert min(val_l1[1:]) < 0.95 * val_l1[0], val_l1
+
+    # the checkpoint alone rebuilds the generator, which reproduces its validation L1
+    generator, extra = checkpoints.load_generator(result.best_checkpoint, storage.options)
+    generator.eval()
+    metrics = ImageMetrics()
+    with torch.inference_mode():
+        for batch in read_prepared(prepared, "val").iter_batches(batch_format="numpy"):
+            a, b = resize(to_tensor(batch["a"]), CROP), resize(to_tensor(batch["b"]), CROP)
+            metrics.update(generator(a).contiguous(), b)
+    assert metrics.compute()["l1"] == pytest.approx(extra["metrics"]["val_L1"], abs=1e-4)
+
+
+def test_interrupted_run_and_killed_worker_resume_from_epoch_1(
+    prepared, tmp_path, mlflow_uri, experiment_name
+):
+    """A run that died in epoch 2 continues from epoch 1 when rerun; a worker killed in
+    epoch 2 is replaced and training restarts from the epoch-1 checkpoint; a finished run
+    rerun returns its result without training again."""
+    from mlflow import MlflowClient
+
+    storage = Location.parse(str(tmp_path / "runs"))
+    common = _common(storage, mlflow_uri, experiment_name, "local-run")
+    folder = storage.join("local-run")
+
+    # 1. no retries allowed: killing a worker in epoch 2 ends the run (interrupted)
+    hook = {"pid_file": str(tmp_path / "first.pid"), "epoch": 2, "rank": 1}
+    with WorkerKiller(hook["pid_file"]) as first, pytest.raises(Exception, match=r"(?i)fail"):
+        train(TINY, _opts(prepared, max_failures=0), common, fault_hook=hook)
+    assert len(first.killed) == 1
+    assert folder.join("epoch_0001", checkpoints.CHECKPOINT_FILE).exists()
+    assert not folder.join("epoch_0002").exists()
+
+    # 2. rerun of the same name: resumes from epoch 1; a worker killed in epoch 2 again is
+    #    restarted by Ray Train (FailureConfig) from the epoch-1 checkpoint
+    hook = {"pid_file": str(tmp_path / "second.pid"), "epoch": 2, "rank": 1}
+    with WorkerKiller(hook["pid_file"]) as second:
+        result = train(TINY, _opts(prepared, max_failures=1), common, fault_hook=hook)
+    assert len(second.killed) == 1 and second.killed != first.killed
+    assert result.epochs == 2
+    assert result.metrics["resumed_from_epoch"] == 1
+    assert folder.join("epoch_0002", checkpoints.CHECKPOINT_FILE).exists()
+
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    # one MLflow run across both attempts, epoch 1 logged once (not retrained)
+    assert [s for s, _ in _history(client, result.mlflow_run_id, "val_L1")] == [1, 2]
+
+    # 3. rerun of the finished run: the same result, nothing trained again
+    before = folder.join("epoch_0002", checkpoints.CHECKPOINT_FILE).read_bytes()
+    again = train(TINY, _opts(prepared, max_failures=1), common)
+    assert again == result
+    assert folder.join("epoch_0002", checkpoints.CHECKPOINT_FILE).read_bytes() == before
+    assert [s for s, _ in _history(client, result.mlflow_run_id, "val_L1")] == [1, 2]
+
+
+def test_cli_rejects_bad_settings_without_a_trace(prepared, capsys, tmp_path):
+    code = cli_main(
+        ["train", "--data", prepared.url, "--crop_size", "48", "--storage_path", str(tmp_path)]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "pix2pix train: error:" in err and "--crop_size 48" in err and "Traceback" not in err
+
+
+def test_rerun_with_other_settings_is_refused(prepared, tmp_path, mlflow_uri, experiment_name):
+    from pipelines.errors import UserError
+    from pipelines.train import plan_run
+
+    common = _common(Location.parse(str(tmp_path)), mlflow_uri, experiment_name, "named")
+    plan_run(TINY, _opts(prepared), common)
+    with pytest.raises(UserError, match=r"lambda_L1: 100.0 -> 10.0"):
+        plan_run(replace(TINY, lambda_L1=10.0), _opts(prepared), common)
+
+
+def test_run_names_are_derived_from_settings_and_data(prepared):
+    from pipelines.train import derive_run_name
+
+    fingerprint = "abc"
+    name = derive_run_name(prepared, TINY, _opts(prepared), fingerprint)
+    assert name == derive_run_name(prepared, TINY, _opts(prepared), fingerprint)
+    assert name.startswith("prepared-")
+    assert name != derive_run_name(prepared, replace(TINY, ngf=4), _opts(prepared), fingerprint)
+    # how a run executes does not change what it is
+    assert name == derive_run_name(prepared, TINY, _opts(prepared, max_failures=0), fingerprint)
+    assert np.all([c.isalnum() or c in "-_." for c in name])
+
+
+def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp_path):
+    """validate() on one rank, eval mode: the metrics of G's outputs, a grid, and FID from a
+    user-supplied TorchScript feature extractor (no weights are downloaded)."""
+    from pipelines.sample_data import encode
+    from pipelines.train_validation import load_fid_features, validate
+    from pix2pix_core import Pix2Pix
+
+    class Features(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 1).flatten(1)
+
+    torch.jit.script(Features()).save(str(tmp_path / "features.pt"))
+    features = load_fid_features(str(tmp_path / "features.pt"), {}, torch.device("cpu"))
+    model = Pix2Pix(TINY.generator_config(), TINY.discriminator_config(), "cpu", seed=0)
+    pairs = [(encode(p.a), encode(p.b)) for p in make_pairs(5, size=CROP + 4, seed=1)]
+    values, rows = validate(
+        model,
+        pairs,
+        crop_size=CROP,
+        batch_size=2,
+        eval_mode=True,
+        rank=0,
+        world=1,
+        grid_size=3,
+        fid_features=features,
+    )
+    expected = ImageMetrics()
+    generator = model.generator_module.eval()
+    with torch.inference_mode():
+        for p in make_pairs(5, size=CROP + 4, seed=1):
+            a = resize(to_tensor(p.a[None]), CROP)
+            expected.update(generator(a).contiguous(), resize(to_tensor(p.b[None]), CROP))
+    assert values["val_L1"] == pytest.approx(expected.compute()["l1"], abs=2e-3)
+    assert np.isfinite(values["val_FID"]) and values["val_FID"] >= -1e-3
+    assert len(rows) == 3 and rows[0][1].shape == (CROP, CROP, 3)
