@@ -63,7 +63,7 @@ class TranslateOptions:
     eval: bool | None = option(
         None, "eval mode: dropout off, batch-norm running stats (default: the model's setting)"
     )
-    batch_size: int = option(4, "tiles per forward pass")
+    batch_size: int = option(8, "images (tiles, for large ones) per forward pass")
     num_actors: int | None = option(None, "model actors (default: one per GPU, or 1 on CPU)")
     num_gpus_per_actor: float | None = option(None, "GPUs per actor (default: 1 if any, else 0)")
     num_cpus_per_actor: int | None = option(

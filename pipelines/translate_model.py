@@ -132,36 +132,36 @@ class Translator:
             y = self.model(x)
         return y.float().cpu().contiguous()
 
-    def _translate(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _translate(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """uint8 H x W x C images -> translated uint8 images, one float image at a time."""
         rt = self.runtime
-        return translate_tiled(
-            self._forward, images, tile=rt.tile, overlap=rt.overlap, batch_size=rt.batch_size
+        # Copies: torch wants writable memory, and the batch's buffers are read-only.
+        inputs = (to_tensor(a.copy()) for a in arrays)
+        outputs = translate_tiled(
+            self._forward, inputs, tile=rt.tile, overlap=rt.overlap, batch_size=rt.batch_size
         )
+        return [to_uint8(out) for out in outputs]
 
     def __call__(self, batch: Batch) -> Batch:
         out = dict(batch)
         reasons = [str(r) for r in batch["reason"]]
         todo = [i for i, r in enumerate(reasons) if not r]
-        # 1. preprocess: uint8 H x W x C -> float C x H x W in [-1, 1]
-        images = [
-            # A copy: torch wants writable memory, and the batch's buffers are read-only.
-            to_tensor(
-                unpack(batch["pixels"][i], batch["h"][i], batch["w"][i], batch["c"][i]).copy()
-            )
-            for i in todo
+        # 1. preprocess: the images that decoded, back to arrays
+        arrays = [
+            unpack(batch["pixels"][i], batch["h"][i], batch["w"][i], batch["c"][i]) for i in todo
         ]
-        # 2. generate: all tiles of the batch together; one bad image must not sink the rest
+        # 2. generate: tiles of the whole batch together; one bad image must not sink the rest
         with torch.inference_mode():
             try:
-                results: list[torch.Tensor | Exception] = list(self._translate(images))
+                results: list[np.ndarray | Exception] = list(self._translate(arrays))
             except Exception:
                 results = []
-                for image in images:
+                for array in arrays:
                     try:
-                        results.append(self._translate([image])[0])
+                        results.append(self._translate([array])[0])
                     except Exception as err:
                         results.append(err)
-        # 3. postprocess: back to uint8 H x W x C
+        # 3. postprocess: the translations into the batch, failures with their reason
         pixels = list(batch["pixels"])
         shapes = {k: list(batch[k]) for k in ("h", "w", "c")}
         for i, result in zip(todo, results, strict=True):
@@ -169,7 +169,7 @@ class Translator:
                 reasons[i] = f"translation failed: {type(result).__name__}: {result}"
                 pixels[i], shapes["h"][i], shapes["w"][i] = b"", 0, 0
                 continue
-            pixels[i], shapes["h"][i], shapes["w"][i], shapes["c"][i] = pack(to_uint8(result))
+            pixels[i], shapes["h"][i], shapes["w"][i], shapes["c"][i] = pack(result)
         out["pixels"] = np.asarray(pixels, dtype=object)
         out["reason"] = np.asarray(reasons, dtype=object)
         for k, v in shapes.items():

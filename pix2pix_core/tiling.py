@@ -14,7 +14,7 @@ Tiles of several images are batched together, so small and large images share fo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -105,41 +105,78 @@ def split(image: torch.Tensor, grid: TileGrid) -> torch.Tensor:
 
 def merge(tiles: torch.Tensor, grid: TileGrid) -> torch.Tensor:
     """N x C x tile x tile (translated) -> C x H x W, blended with the grid's windows."""
-    if len(grid) == 1:
-        return tiles[0, :, : grid.height, : grid.width]
-    t = grid.tile
-    channels = tiles.shape[1]
-    total = tiles.new_zeros((channels, *grid.padded))
-    weight = tiles.new_zeros(grid.padded)
-    for tile, (y, x, w) in zip(tiles, grid.windows(), strict=True):
-        w = w.to(tiles)
-        total[:, y : y + t, x : x + t] += tile * w
-        weight[y : y + t, x : x + t] += w
-    return (total / weight)[:, : grid.height, : grid.width]
+    blend = _Blend(grid)
+    for tile, (y, x, weight) in zip(tiles, grid.windows(), strict=True):
+        blend.add(tile, y, x, weight)
+    return blend.result()
 
 
 def translate_tiled(
     forward: Forward,
-    images: Sequence[torch.Tensor],
+    images: Iterable[torch.Tensor],
     *,
     tile: int,
     overlap: int,
     batch_size: int,
-) -> list[torch.Tensor]:
+) -> Iterator[torch.Tensor]:
     """Translate C x H x W images of any size with `forward` on batches of tiles.
 
-    `forward` maps B x C x tile x tile to B x C' x tile x tile. Tiles of all `images` are
-    run together, `batch_size` at a time, so the batch stays full across image borders.
+    `forward` maps B x C x tile x tile to B x C' x tile x tile. Tiles of consecutive images
+    share batches of `batch_size`, so the batch stays full across image borders. Outputs
+    come in input order, each as soon as its last tile is through: only the images with
+    tiles in the current batch are held, however many `images` yields.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    grids = [TileGrid(int(im.shape[-2]), int(im.shape[-1]), tile, overlap) for im in images]
-    tiles = [split(im, grid) for im, grid in zip(images, grids, strict=True)]
-    flat = torch.cat(tiles) if tiles else torch.empty(0)
-    outputs = [forward(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)]
-    done = torch.cat(outputs) if outputs else flat
-    results, start = [], 0
-    for grid in grids:
-        results.append(merge(done[start : start + len(grid)], grid))
-        start += len(grid)
-    return results
+    pending: list[tuple[_Blend, int, int, torch.Tensor, torch.Tensor]] = []
+    blends: list[_Blend] = []  # images not yet yielded, in order
+
+    def run_batch() -> Iterator[torch.Tensor]:
+        outputs = forward(torch.stack([crop for *_, crop in pending]))
+        for (blend, y, x, weight, _), out in zip(pending, outputs, strict=True):
+            blend.add(out, y, x, weight)
+        pending.clear()
+        while blends and blends[0].complete:
+            yield blends.pop(0).result()
+
+    for image in images:
+        grid = TileGrid(int(image.shape[-2]), int(image.shape[-1]), tile, overlap)
+        blend = _Blend(grid)
+        blends.append(blend)
+        padded = _pad_to(image, *grid.padded)
+        for y, x, weight in grid.windows():
+            pending.append((blend, y, x, weight, padded[:, y : y + tile, x : x + tile]))
+            if len(pending) == batch_size:
+                yield from run_batch()
+    if pending:
+        yield from run_batch()
+
+
+class _Blend:
+    """One image's running sum of weighted tiles, and how many tiles are still to come."""
+
+    def __init__(self, grid: TileGrid) -> None:
+        self.grid, self.missing = grid, len(grid)
+        self.total: torch.Tensor | None = None
+        self.weight: torch.Tensor | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0
+
+    def add(self, out: torch.Tensor, y: int, x: int, weight: torch.Tensor) -> None:
+        self.missing -= 1
+        if len(self.grid) == 1:  # the plain forward's output, untouched
+            self.total = out
+            return
+        if self.total is None:
+            self.total = out.new_zeros((out.shape[0], *self.grid.padded))
+            self.weight = out.new_zeros(self.grid.padded)
+        t = self.grid.tile
+        weight = weight.to(out)
+        self.total[:, y : y + t, x : x + t] += out * weight
+        self.weight[y : y + t, x : x + t] += weight
+
+    def result(self) -> torch.Tensor:
+        out = self.total if self.weight is None else self.total / self.weight
+        return out[:, : self.grid.height, : self.grid.width]

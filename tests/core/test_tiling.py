@@ -80,3 +80,19 @@ def test_no_seam_where_tiles_meet_on_a_smooth_input():
     # ...while the same tiles butted together without blending jump at every border.
     (butted,) = translate_tiled(_vignette, [smooth], tile=32, overlap=0, batch_size=4)
     assert _largest_step(butted) > 3 * within_a_tile
+
+
+def test_outputs_stream_in_input_order_as_each_image_completes():
+    consumed = []
+
+    def images():
+        for i in range(6):
+            consumed.append(i)
+            yield torch.full((3, 40, 40), float(i))  # 4 tiles each
+
+    seen = []
+    for k, out in enumerate(translate_tiled(_identity, images(), tile=32, overlap=8, batch_size=3)):
+        torch.testing.assert_close(out, torch.full((3, 40, 40), float(k)))
+        seen.append(len(consumed))
+    # Image k is out once its last tile has run: never more than one image read ahead.
+    assert all(n <= k + 2 for k, n in enumerate(seen))
