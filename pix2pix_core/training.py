@@ -1,0 +1,417 @@
+"""The pix2pix training algorithm: a conditional GAN with an L1 term (Isola et al. 2017).
+
+``Pix2Pix.train_step`` is the official ``optimize_parameters``: D on (A, G(A)) detached and on
+(A, B) with the loss halved, then G against the frozen D with ``G_GAN + lambda_L1 * L1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from pix2pix_core.losses import GAN_MODES, GANLoss
+from pix2pix_core.networks import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    build_discriminator,
+    build_generator,
+    init_weights,
+)
+
+# Devices where a performance switch left on "auto" (None) turns on. channels_last pays on
+# oneDNN (CPU) and cuDNN; bf16 autocast only on CUDA (CPUs without native bf16 run it slower);
+# the fused Adam kernel exists for both.
+_CHANNELS_LAST_DEVICES = ("cpu", "cuda")
+_AUTOCAST_DEVICES = ("cuda",)
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")
+# nn.SyncBatchNorm refuses CPU tensors once a process group of several ranks exists.
+_SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
+
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig:
+    """Optimisation settings; defaults are the paper's (Adam 2e-4, beta1 0.5, lambda_L1 100,
+    100 epochs at the initial rate then 100 of linear decay to zero).
+
+    ``channels_last``, ``autocast`` and ``fused_adam`` are performance switches: None picks what
+    pays on the device in use; False gives PyTorch's default behaviour. ``compile`` runs both
+    networks through ``torch.compile``. None of them changes the algorithm.
+    """
+
+    gan_mode: str = "vanilla"
+    lambda_l1: float = 100.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_epochs: int = 100
+    n_epochs_decay: int = 100
+    epoch_count: int = 1
+    init_gain: float = 0.02
+    channels_last: bool | None = None
+    autocast: bool | None = None
+    fused_adam: bool | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.gan_mode not in GAN_MODES:
+            raise ValueError(
+                f"unknown gan_mode {self.gan_mode!r}; valid modes: {sorted(GAN_MODES)}"
+            )
+        _require(self.lambda_l1 >= 0, "lambda_l1 must be >= 0", self.lambda_l1)
+        _require(self.lr > 0, "lr must be > 0", self.lr)
+        _require(0 <= self.beta1 < 1, "beta1 must be in [0, 1)", self.beta1)
+        _require(0 <= self.beta2 < 1, "beta2 must be in [0, 1)", self.beta2)
+        _require(self.init_gain > 0, "init_gain must be > 0", self.init_gain)
+        for name, low in (("n_epochs", 0), ("n_epochs_decay", 0), ("epoch_count", 1)):
+            value = getattr(self, name)
+            _require(
+                isinstance(value, int) and value >= low, f"{name} must be an int >= {low}", value
+            )
+        for name in ("channels_last", "autocast", "fused_adam"):
+            value = getattr(self, name)
+            _require(
+                value is None or isinstance(value, bool), f"{name} must be a bool or None", value
+            )
+        _require(isinstance(self.compile, bool), "compile must be a bool", self.compile)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        return cls(**data)
+
+
+def _require(ok: bool, message: str, value: object) -> None:
+    if not ok:
+        raise ValueError(f"{message}, got {value!r}")
+
+
+def lambda_rule(epoch_count: int, n_epochs: int, n_epochs_decay: int) -> Callable[[int], float]:
+    """The official linear policy: constant for ``n_epochs``, then linear decay towards zero
+    over ``n_epochs_decay``; ``epoch`` is the scheduler's step count, ``epoch_count`` where a
+    run (re)starts counting, as the official ``--epoch_count``."""
+
+    def rule(epoch: int) -> float:
+        return 1.0 - max(0, epoch + epoch_count - n_epochs) / float(n_epochs_decay + 1)
+
+    return rule
+
+
+class PairedDiscriminator(nn.Module):
+    """Runs the discriminator on the fake pair and on the real pair in one ``forward``.
+
+    The two passes stay separate (own batch statistics each, as in the official code), but a
+    DDP wrapper around this module broadcasts BatchNorm buffers once per backward. Wrapping the
+    bare discriminator and calling it twice makes DDP's second forward overwrite, in place, the
+    running stats that the first pass saved for its backward (cuDNN's batch-norm backward takes
+    them), and autograd then fails with "modified by an inplace operation".
+    """
+
+    def __init__(self, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(
+        self, fake_pair: torch.Tensor, real_pair: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.discriminator(fake_pair), self.discriminator(real_pair)
+
+
+class Pix2Pix:
+    """Generator, discriminator, their optimizers and schedulers, and the training step.
+
+    ``netG`` and ``netD`` are the modules the step runs: after ``parallelize`` they are the
+    wrapped ones, and ``netD`` is always a ``PairedDiscriminator``. ``generator_module`` and
+    ``discriminator_module`` are the bare networks (what gets saved and used for inference).
+    """
+
+    def __init__(
+        self,
+        generator: GeneratorConfig,
+        discriminator: DiscriminatorConfig,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        **training_options: Any,
+    ) -> None:
+        expected_nc = generator.input_nc + generator.output_nc
+        if discriminator.input_nc != expected_nc:
+            raise ValueError(
+                f"discriminator input_nc {discriminator.input_nc!r} must equal the generator's "
+                f"input_nc + output_nc = {expected_nc} (it sees A and B stacked)"
+            )
+        self.generator_config = generator
+        self.discriminator_config = discriminator
+        self.training_config = cfg = TrainingConfig(**training_options)
+        self.device = torch.device(device)
+        kind = self.device.type
+        self.channels_last = _auto(cfg.channels_last, kind in _CHANNELS_LAST_DEVICES)
+        self.autocast = _auto(cfg.autocast, kind in _AUTOCAST_DEVICES)
+        self.fused_adam = _auto(cfg.fused_adam, kind in _FUSED_ADAM_DEVICES)
+
+        # The seed covers weight init and dropout, which both draw from torch's global RNG.
+        if seed is not None:
+            torch.manual_seed(seed)
+        net_g = init_weights(build_generator(generator), cfg.init_gain)
+        net_d = init_weights(build_discriminator(discriminator), cfg.init_gain)
+        for net in (net_g, net_d):
+            net.to(self.device)
+            if self.channels_last:
+                net.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            # Module.compile() compiles in place, so state-dict keys keep the official names.
+            net_g.compile()
+            net_d.compile()
+        self._generator = net_g
+        self._paired_discriminator = PairedDiscriminator(net_d)
+        self.netG: nn.Module = net_g
+        self.netD: nn.Module = self._paired_discriminator
+        self._parallel = False
+
+        self.criterion_gan = GANLoss(cfg.gan_mode)
+        self.optimizer_G = self._adam(net_g)
+        self.optimizer_D = self._adam(net_d)
+        rule = lambda_rule(cfg.epoch_count, cfg.n_epochs, cfg.n_epochs_decay)
+        self.scheduler_G = torch.optim.lr_scheduler.LambdaLR(self.optimizer_G, rule)
+        self.scheduler_D = torch.optim.lr_scheduler.LambdaLR(self.optimizer_D, rule)
+
+    def _adam(self, net: nn.Module) -> torch.optim.Adam:
+        cfg = self.training_config
+        return torch.optim.Adam(
+            net.parameters(),
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            fused=True if self.fused_adam else None,
+        )
+
+    # ---- modules -------------------------------------------------------------------------
+
+    @property
+    def generator_module(self) -> nn.Module:
+        """The bare generator, whatever wraps ``netG``."""
+        return self._generator
+
+    @property
+    def discriminator_module(self) -> nn.Module:
+        """The bare discriminator, whatever wraps ``netD``."""
+        return self._paired_discriminator.discriminator
+
+    def parallelize(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Wrap the networks for data parallelism, e.g. ``lambda m: DistributedDataParallel(m)``.
+
+        ``wrap`` is applied to the generator and to the ``PairedDiscriminator``; ``train_step``
+        works unchanged afterwards. Norm "syncbatch" becomes ``nn.SyncBatchNorm`` here.
+        The generator step runs the bare discriminator: D does not step there, and running its
+        DDP wrapper would launch a gradient reduction for parameters that get no gradient.
+        BatchNorm buffers follow DDP's ``broadcast_buffers`` (the default, True, copies rank 0's
+        at every forward); call ``sync_buffers`` before evaluating or saving on all ranks when
+        the wrapper does not broadcast them.
+        """
+        if self._parallel:
+            raise RuntimeError("Pix2Pix.parallelize was already called")
+        uses_sync_bn = "syncbatch" in (self.generator_config.norm, self.discriminator_config.norm)
+        if uses_sync_bn and self.device.type not in _SYNC_BN_DEVICES and _multi_process():
+            raise ValueError(
+                f"norm 'syncbatch' needs one of the devices {list(_SYNC_BN_DEVICES)} when "
+                f"training on several processes, got device {str(self.device)!r}; use norm "
+                "'batch' (per-process statistics) on this device"
+            )
+        if self.generator_config.norm == "syncbatch":
+            self._generator = nn.SyncBatchNorm.convert_sync_batchnorm(self._generator)
+        if self.discriminator_config.norm == "syncbatch":
+            self._paired_discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(
+                self._paired_discriminator
+            )
+        # DDP registers only parameters that require grad when it is built.
+        self._set_discriminator_requires_grad(True)
+        self.netG = wrap(self._generator)
+        self.netD = wrap(self._paired_discriminator)
+        self._parallel = True
+
+    @torch.no_grad()
+    def sync_buffers(self, src: int = 0) -> None:
+        """Copy rank ``src``'s BatchNorm running statistics to every rank (a collective: call it
+        on all ranks). A no-op outside an initialised process group."""
+        if not _multi_process():
+            return
+        for net in (self.generator_module, self.discriminator_module):
+            for buffer in net.buffers():
+                dist.broadcast(buffer, src=src)
+
+    # ---- training ------------------------------------------------------------------------
+
+    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
+        """One optimisation step of D then G on a batch of pairs (float NCHW in [-1, 1]).
+
+        Returns the official loss terms: ``G_GAN``, ``G_L1`` (already multiplied by
+        ``lambda_l1``, as the official log shows it), ``D_real`` and ``D_fake``.
+        """
+        real_a, real_b = self._prepare(real_a, "real_a"), self._prepare(real_b, "real_b")
+        if real_a.shape[0] != real_b.shape[0] or real_a.shape[2:] != real_b.shape[2:]:
+            raise ValueError(
+                f"real_a {tuple(real_a.shape)} and real_b {tuple(real_b.shape)} must match in "
+                "batch size and image size"
+            )
+        # 1. generate
+        with self._autocast():
+            fake_b = self.netG(real_a)
+
+        # 2. discriminator: fake pairs (no gradient into G) and real pairs, loss halved
+        self._set_discriminator_requires_grad(True)
+        self.optimizer_D.zero_grad(set_to_none=True)
+        with self._autocast():
+            pred_fake, pred_real = self.netD(
+                torch.cat((real_a, fake_b.detach()), 1), torch.cat((real_a, real_b), 1)
+            )
+        loss_d_fake = self.criterion_gan(pred_fake, False)
+        loss_d_real = self.criterion_gan(pred_real, True)
+        ((loss_d_fake + loss_d_real) * 0.5).backward()
+        self.optimizer_D.step()
+
+        # 3. generator: fool the frozen D and stay close to B in L1
+        self._set_discriminator_requires_grad(False)
+        try:
+            self.optimizer_G.zero_grad(set_to_none=True)
+            with self._autocast():
+                pred_fake = self.discriminator_module(torch.cat((real_a, fake_b), 1))
+            loss_g_gan = self.criterion_gan(pred_fake, True)
+            loss_g_l1 = F.l1_loss(fake_b.float(), real_b) * self.training_config.lambda_l1
+            (loss_g_gan + loss_g_l1).backward()
+            self.optimizer_G.step()
+        finally:
+            self._set_discriminator_requires_grad(True)
+
+        # One host sync for all four numbers.
+        values = torch.stack([loss_g_gan, loss_g_l1, loss_d_real, loss_d_fake]).detach()
+        return dict(zip(LOSS_NAMES, values.tolist(), strict=True))
+
+    def step_schedulers(self) -> None:
+        """Advance both learning-rate schedules by one epoch (call once at the end of each)."""
+        self.scheduler_G.step()
+        self.scheduler_D.step()
+
+    @property
+    def current_lr(self) -> float:
+        return float(self.optimizer_G.param_groups[0]["lr"])
+
+    # ---- inference -----------------------------------------------------------------------
+
+    def translate(self, real_a: torch.Tensor, eval_mode: bool = False) -> torch.Tensor:
+        """G(A) as float32 NCHW in [-1, 1], on the model's device.
+
+        ``eval_mode=False`` is the paper's test-time behaviour and the official default
+        (without ``--eval``): dropout stays on and BatchNorm uses the batch's statistics.
+        ``eval_mode=True`` switches to running statistics and no dropout. Either way the
+        generator's mode and its running statistics are as before the call.
+        """
+        net = self.generator_module
+        x = self._prepare(real_a, "real_a")
+        was_training = net.training
+        # Train-mode BatchNorm updates its running stats even under inference_mode; keep them,
+        # so evaluating mid-training leaves the model exactly as it was.
+        saved = None if eval_mode else [b.clone() for b in net.buffers()]
+        net.train(not eval_mode)
+        try:
+            with torch.inference_mode(), self._autocast():
+                fake_b = net(x)
+        finally:
+            net.train(was_training)
+            if saved is not None:
+                with torch.no_grad():
+                    for buffer, value in zip(net.buffers(), saved, strict=True):
+                        buffer.copy_(value)
+        return fake_b.float().contiguous()
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def config_dict(self) -> dict[str, dict[str, Any]]:
+        """The three configs as a JSON-able dict; ``from_config_dict`` rebuilds the model."""
+        return {
+            "generator": self.generator_config.to_dict(),
+            "discriminator": self.discriminator_config.to_dict(),
+            "training": self.training_config.to_dict(),
+        }
+
+    @classmethod
+    def from_config_dict(
+        cls,
+        config: dict[str, dict[str, Any]],
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+    ) -> Pix2Pix:
+        return cls(
+            GeneratorConfig.from_dict(config["generator"]),
+            DiscriminatorConfig.from_dict(config["discriminator"]),
+            device,
+            seed,
+            **config.get("training", {}),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "netG": self.generator_module.state_dict(),
+            "netD": self.discriminator_module.state_dict(),
+            "optimizer_G": self.optimizer_G.state_dict(),
+            "optimizer_D": self.optimizer_D.state_dict(),
+            "scheduler_G": self.scheduler_G.state_dict(),
+            "scheduler_D": self.scheduler_D.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator_module.load_state_dict(state["netG"])
+        self.discriminator_module.load_state_dict(state["netD"])
+        for optimizer, key in (
+            (self.optimizer_G, "optimizer_G"),
+            (self.optimizer_D, "optimizer_D"),
+        ):
+            optimizer.load_state_dict(state[key])
+            # Saved param groups carry the saving device's kernel choice; use this device's.
+            for group in optimizer.param_groups:
+                group["fused"] = True if self.fused_adam else None
+                group["foreach"] = None
+        self.scheduler_G.load_state_dict(state["scheduler_G"])
+        self.scheduler_D.load_state_dict(state["scheduler_D"])
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _prepare(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
+            got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if torch.is_tensor(x) else type(x)
+            raise ValueError(
+                f"{name} must be a float NCHW tensor in [-1, 1] (see transforms.to_tensor), "
+                f"got {got}"
+            )
+        multiple = 2**self.generator_config.depth
+        if x.shape[2] % multiple or x.shape[3] % multiple:
+            raise ValueError(
+                f"{name} is {x.shape[2]}x{x.shape[3]}, but a U-Net of depth "
+                f"{self.generator_config.depth} needs sides that are multiples of {multiple}"
+            )
+        x = x.to(self.device, torch.float32, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _set_discriminator_requires_grad(self, flag: bool) -> None:
+        for param in self.discriminator_module.parameters():
+            param.requires_grad_(flag)
+
+
+def _multi_process() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _auto(setting: bool | None, default: bool) -> bool:
+    return default if setting is None else setting

@@ -1,0 +1,123 @@
+"""Checkpoints: full round trip, generator-only export, official state dicts."""
+
+import io
+import json
+
+import pytest
+import torch
+
+from pix2pix_core import (
+    GeneratorConfig,
+    build_generator,
+    load_checkpoint,
+    load_generator,
+    load_official_generator,
+    save_checkpoint,
+    save_generator,
+)
+
+from .helpers import image_pair, tiny_model
+
+
+def test_checkpoint_round_trip_resumes_exactly():
+    model = tiny_model(seed=3, lambda_l1=50.0)
+    a, b = image_pair()
+    model.train_step(a, b)
+    model.step_schedulers()
+    data = save_checkpoint(model, {"epoch": 1, "step": 1, "dataset": "abc123"})
+    assert isinstance(data, bytes)
+
+    restored, extra = load_checkpoint(data)
+    assert extra == {"epoch": 1, "step": 1, "dataset": "abc123"}
+    assert restored.config_dict() == model.config_dict()
+    assert restored.current_lr == model.current_lr
+    assert restored.scheduler_G.last_epoch == model.scheduler_G.last_epoch == 1
+    assert torch.equal(model.translate(a, eval_mode=True), restored.translate(a, eval_mode=True))
+
+    # Optimizer moments and BatchNorm statistics came back: the next step is identical.
+    torch.manual_seed(7)
+    expected = model.train_step(a, b)
+    torch.manual_seed(7)
+    assert restored.train_step(a, b) == expected
+
+
+def test_checkpoint_is_plain_tensors_and_json():
+    data = save_checkpoint(tiny_model())
+    payload = torch.load(io.BytesIO(data), weights_only=True)
+    config = json.loads(payload["config"])
+    assert config["generator"]["num_downs"] == 5 and config["training"]["gan_mode"] == "vanilla"
+    assert {"netG", "netD", "optimizer_G", "optimizer_D", "scheduler_G", "scheduler_D"} <= set(
+        payload
+    )
+
+
+def test_checkpoint_loads_from_a_file_object():
+    model = tiny_model()
+    restored, extra = load_checkpoint(io.BytesIO(save_checkpoint(model)))
+    assert extra == {}
+    assert restored.config_dict() == model.config_dict()
+
+
+def test_extra_must_be_json():
+    with pytest.raises(ValueError, match="JSON"):
+        save_checkpoint(tiny_model(), {"when": object()})
+
+
+def test_generator_rebuilds_from_its_bytes_alone():
+    # Default layout on both sides, so outputs can be compared bit for bit.
+    model = tiny_model(channels_last=False)
+    model.train_step(*image_pair())
+    a, _ = image_pair()
+    expected = model.translate(a, eval_mode=True)
+
+    data = save_generator(model.generator_module, model.generator_config, {"run": "r1"})
+    net, cfg, extra = load_generator(data)
+    assert cfg == model.generator_config and extra == {"run": "r1"}
+    with torch.inference_mode():
+        assert torch.equal(net.eval()(a), expected)
+
+    # A full training checkpoint serves as well.
+    net2, cfg2, _ = load_generator(save_checkpoint(model, {"epoch": 3}))
+    assert cfg2 == cfg
+    with torch.inference_mode():
+        assert torch.equal(net2.eval()(a), expected)
+
+
+def test_wrong_kind_of_bytes_is_refused():
+    data = save_generator(build_generator(GeneratorConfig(ngf=4, num_downs=5)), GeneratorConfig())
+    with pytest.raises(ValueError, match=r"pix2pix\.training_checkpoint"):
+        load_checkpoint(data)
+
+
+def test_official_state_dict_with_module_prefix_and_old_buffers():
+    cfg = GeneratorConfig(ngf=8, num_downs=5)
+    source = build_generator(cfg)
+    torch.nn.init.normal_(source.model.model[0].weight)
+    # As written by DataParallel under PyTorch 0.4.0: "module." keys, no num_batches_tracked.
+    official = {
+        f"module.{key}": value
+        for key, value in source.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    }
+    buffer = io.BytesIO()
+    torch.save(official, buffer)
+    net = load_official_generator(buffer.getvalue(), cfg)
+    for key, value in source.state_dict().items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+def test_official_instance_norm_state_dict_with_stale_running_stats():
+    cfg = GeneratorConfig(ngf=8, num_downs=5, norm="instance")
+    state = build_generator(cfg).state_dict()
+    # PyTorch 0.4.0 wrote running stats for InstanceNorm; the official loader drops them.
+    state["model.model.1.model.2.running_mean"] = torch.zeros(16)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    load_official_generator(buffer.getvalue(), cfg)
+
+
+def test_official_state_dict_for_another_network_is_refused():
+    buffer = io.BytesIO()
+    torch.save(build_generator(GeneratorConfig(ngf=8, num_downs=5)).state_dict(), buffer)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_official_generator(buffer.getvalue(), GeneratorConfig(ngf=16, num_downs=5))
