@@ -122,26 +122,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _official_config(uri: str, model_opts: ModelOptions):
+# The flags that describe an official generator's architecture.
+ARCHITECTURE_FLAGS = ("netG", "num_downs", "ngf", "norm", "no_dropout", "input_nc", "output_nc")
+
+
+def _official_config(uri: str, model_opts: ModelOptions, flags_given: set[str]):
     """The architecture of an official generator (a bare state dict carries none).
 
     Used for files named like the official ones (`latest_net_G.pth`), and for any file when
-    architecture flags are given; a checkpoint of this project carries its own config.
+    an architecture flag is given; a checkpoint of this project carries its own config.
     """
-    from pipelines.models import OFFICIAL_SUFFIX
-    from pix2pix_core import GeneratorConfig
+    from pipelines.models import MLFLOW_SCHEMES, OFFICIAL_SUFFIX
 
-    config = model_opts.generator_config()
-    if uri.startswith(("models:/", "runs:/")):
+    if uri.startswith(MLFLOW_SCHEMES):
         return None
-    return config if uri.endswith(OFFICIAL_SUFFIX) or config != GeneratorConfig() else None
+    if uri.endswith(OFFICIAL_SUFFIX) or flags_given & set(ARCHITECTURE_FLAGS):
+        return model_opts.generator_config()
+    return None
 
 
-def load_model(opts: TranslateOptions, model_opts: ModelOptions, common: CommonOptions):
+def load_model(
+    opts: TranslateOptions,
+    model_opts: ModelOptions,
+    common: CommonOptions,
+    flags_given: set[str] = frozenset(),
+):
     """The generator, loaded once on the driver: a bad URI stops the command before Ray."""
-    from pipelines.models import load_generator_from_uri
+    from pipelines.models import MLFLOW_SCHEMES, load_generator_from_uri
 
-    if opts.model.startswith(("models:/", "runs:/")):
+    if opts.model.startswith(MLFLOW_SCHEMES):
         import mlflow
 
         from pipelines.tracking import resolve_tracking_uri
@@ -150,7 +159,7 @@ def load_model(opts: TranslateOptions, model_opts: ModelOptions, common: CommonO
     return load_generator_from_uri(
         opts.model,
         storage_options=common.storage_options,
-        official=_official_config(opts.model, model_opts),
+        official=_official_config(opts.model, model_opts, flags_given),
         device="cpu",
     )
 
@@ -284,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--output must not be --input: outputs go beside the inputs, not over")
 
     # 1. the model, checked before anything starts
-    loaded = load_model(opts, model_opts, common)
+    loaded = load_model(opts, model_opts, common, flags_given=set(vars(args)))
     if loaded.config.input_nc not in (1, 3) or loaded.config.output_nc not in (1, 3):
         raise UserError(
             f"{opts.model}: translate reads and writes 1- or 3-channel images; the model has "
