@@ -181,6 +181,7 @@ def _with_values(
 
 def pix2pix_trial(config: dict[str, Any], plan: SweepPlan) -> None:
     """Train one configuration with the same TorchTrainer as `pix2pix train`."""
+    import ray.data
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -204,6 +205,9 @@ def pix2pix_trial(config: dict[str, Any], plan: SweepPlan) -> None:
             {**done.best_metrics, "epoch": done.epochs, "checkpoint_path": done.best_checkpoint}
         )
         return
+    # Tune's trial table is the sweep's progress display; Ray Data's bars from several
+    # trials at once would interleave into noise.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     result = build_trainer(run, callbacks=[TuneReportCallback()]).fit()
     finish_run(run, result)
 
@@ -303,12 +307,14 @@ def tune(
     sweep: TuneOptions,
     *,
     ray_address: str | None = None,
+    parent_run_id: str | None = None,
 ) -> TuneResult:
     """Run (or continue) the sweep these options name; returns its best trial.
 
     Rerunning with the same sweep name (`common.run_name`, default `tune-<dataset>`)
     continues an interrupted sweep without repeating finished trials, and returns the
-    result of a finished one.
+    result of a finished one. `parent_run_id` nests the sweep's MLflow run under another
+    (a retrain run).
     """
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
@@ -343,7 +349,9 @@ def tune(
     )
 
     # 2. the MLflow parent run (the same one when a sweep continues)
-    parent_run_id = open_parent_run(name, folder, data, model, opts, common, sweep, space)
+    sweep_run_id = open_parent_run(
+        name, folder, data, model, opts, common, sweep, space, parent_run_id=parent_run_id
+    )
     plan = SweepPlan(
         name=name,
         folder=folder,
@@ -352,7 +360,7 @@ def tune(
         common=common,
         space=space,
         sweep=sweep,
-        parent_run_id=parent_run_id,
+        parent_run_id=sweep_run_id,
     )
 
     # 3. the Tuner, new or restored

@@ -76,10 +76,14 @@ def open_parent_run(
     common: CommonOptions,
     sweep: TuneOptions,
     space: SearchSpace,
+    *,
+    parent_run_id: str | None = None,
 ) -> str:
-    """The sweep's MLflow run: the one a previous attempt opened, or a new one."""
+    """The sweep's MLflow run: the one a previous attempt opened, or a new one (nested
+    under `parent_run_id` when given)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     from pipelines.dataset import read_info
     from pipelines.tracking import git_commit, setup_mlflow
@@ -107,17 +111,16 @@ def open_parent_run(
     searched = set(space.names)
     params = {k: v for k, v in options_dict(model, opts).items() if k not in searched}
     params |= {f"tune.{k}": v for k, v in dataclasses.asdict(sweep).items()}
-    run = client.create_run(
-        experiment_id,
-        run_name=name,
-        tags={
-            "pix2pix.verb": "tune",
-            "pix2pix.sweep_folder": folder.url,
-            "pix2pix.dataset": data.url,
-            "pix2pix.dataset_fingerprint": fingerprint,
-            "git_commit": git_commit() or "unknown",
-        },
-    )
+    tags = {
+        "pix2pix.verb": "tune",
+        "pix2pix.sweep_folder": folder.url,
+        "pix2pix.dataset": data.url,
+        "pix2pix.dataset_fingerprint": fingerprint,
+        "git_commit": git_commit() or "unknown",
+    }
+    if parent_run_id:
+        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     from mlflow.entities import Param
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -76,6 +77,8 @@ def _finished_trials(sweep_folder: Path) -> set[str]:
     """Trials that Tune's saved experiment state records as finished."""
     from ray.tune import ExperimentAnalysis
 
+    # Trials that have not reported yet have no results to load: not worth a warning here.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if not list(sweep_folder.glob("experiment_state-*.json")):
         return set()
     try:
