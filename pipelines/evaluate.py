@@ -3,8 +3,11 @@
 The model is anything `pipelines.models.load_generator_from_uri` loads (a registry URI, a
 checkpoint URL, an official `*_net_G.pth`). The metrics are `pix2pix_core.metrics`, the
 code training validation uses, on the same inputs: the prepared pairs resized to the
-model's crop size when they are not at it. Ray Data reads and decodes the split; the
-driver runs the model.
+model's crop size when they are not at it.
+
+Evaluation runs in one process: it streams the split's Parquet shards with pyarrow and
+runs the model on the driver, so it needs no Ray cluster. Held-out splits are small next
+to training data, and the generator's forward, not the decoding, is what costs.
 """
 
 from __future__ import annotations
@@ -14,21 +17,25 @@ import copy
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow.dataset as pads
 import torch
 
-from pipelines.dataset import read_info, read_prepared
+from pipelines.dataset import SPLITS, decode_pairs, read_info, split_location
 from pipelines.errors import UserError
 from pipelines.models import METRIC_NAMES, LoadedGenerator, load_generator_from_uri
-from pipelines.options import CommonOptions, RayOptions, add_options, load_options, option
+from pipelines.options import CommonOptions, add_options, load_options, option
 from pipelines.storage import Location
 from pix2pix_core import GeneratorConfig
 from pix2pix_core.metrics import ImageMetrics
 from pix2pix_core.transforms import resize, to_tensor
 
 METRICS = METRIC_NAMES
+_OFFICIAL = GeneratorConfig()  # the official defaults, for *_net_G.pth files
 
 
 def split_fingerprint(dst: Location, split: str) -> str:
@@ -46,6 +53,26 @@ def split_fingerprint(dst: Location, split: str) -> str:
     identity |= {"split": split, "count": info["counts"][split]}
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def iter_pairs(dst: Location, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of `key`, `a`, `b` (uint8 N x H x W x 3) of a prepared split, in shard order."""
+    counts = read_info(dst).get("counts", {})
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if not counts.get(split):
+        available = [s for s in SPLITS if counts.get(s)]
+        raise UserError(
+            f"{dst.url} has no {split!r} split; it has: {', '.join(available) or 'nothing'}"
+        )
+    loc = split_location(dst, split)
+    shards = sorted(p for p in loc.fs.find(loc.path) if p.endswith(".parquet"))
+    if not shards:
+        raise UserError(f"{loc.url}: no Parquet shards; prepare the dataset again")
+    table = pads.dataset(shards, filesystem=loc.arrow_fs, format="parquet")
+    for batch in table.to_batches(columns=["key", "a", "b"], batch_size=batch_size):
+        if batch.num_rows:
+            yield decode_pairs({name: batch.column(name).to_pylist() for name in ("key", "a", "b")})
 
 
 def _inference_copy(loaded: LoadedGenerator, eval_mode: bool) -> torch.nn.Module:
@@ -83,15 +110,13 @@ def evaluate_model(
     torch.manual_seed(seed)
     try:
         with torch.inference_mode():
-            for batch in read_prepared(dst, split).iter_batches(
-                batch_size=batch_size, batch_format="numpy"
-            ):
+            for batch in iter_pairs(dst, split, batch_size):
                 real_a, real_b = to_tensor(batch["a"]), to_tensor(batch["b"])
                 if real_a.shape[-2:] != (size, size):
                     real_a, real_b = resize(real_a, (size, size)), resize(real_b, (size, size))
                 for start in range(0, len(real_a), chunk):
                     fake_b = module(real_a[start : start + chunk].to(device))
-                    metrics.update(fake_b.float().cpu(), real_b[start : start + chunk])
+                    metrics.update(fake_b.float().cpu().contiguous(), real_b[start : start + chunk])
     finally:
         torch.random.set_rng_state(generator_state)
     values = metrics.compute()
@@ -116,9 +141,9 @@ class EvaluateOptions:
     eval: bool | None = option(None, "dropout off, running statistics (default: the model's)")
     device: str = option("cpu", "torch device")
     log: bool = option(False, "log the metrics to a new MLflow run of --experiment")
-    netG: str = option("unet_256", "official *_net_G.pth only: its generator")
-    ngf: int = option(64, "official *_net_G.pth only: its ngf")
-    norm: str = option("batch", "official *_net_G.pth only: its norm")
+    netG: str = option(_OFFICIAL.netG, "official *_net_G.pth only: its generator")
+    ngf: int = option(_OFFICIAL.ngf, "official *_net_G.pth only: its ngf")
+    norm: str = option(_OFFICIAL.norm, "official *_net_G.pth only: its norm")
     no_dropout: bool = option(False, "official *_net_G.pth only: trained with --no_dropout")
 
     def __post_init__(self) -> None:
@@ -138,7 +163,7 @@ class EvaluateOptions:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_options(parser, EvaluateOptions, CommonOptions, RayOptions)
+    add_options(parser, EvaluateOptions, CommonOptions)
 
 
 def _log_to_mlflow(common: CommonOptions, opts: EvaluateOptions, result: dict[str, Any]) -> str:
@@ -163,7 +188,7 @@ def _log_to_mlflow(common: CommonOptions, opts: EvaluateOptions, result: dict[st
 
 
 def run(args: argparse.Namespace) -> int:
-    opts, common, ray_opts = load_options(args, EvaluateOptions, CommonOptions, RayOptions)
+    opts, common = load_options(args, EvaluateOptions, CommonOptions)
     try:
         official = opts.official_config()
     except ValueError as err:
@@ -179,9 +204,6 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_generator_from_uri(
         opts.model, storage_options=common.storage_options, official=official, device=opts.device
     )
-    from pipelines.ray_runtime import init_ray
-
-    init_ray(ray_opts.ray_address)
     metrics = evaluate_model(
         loaded, data, opts.split, batch_size=opts.batch_size, eval_mode=opts.eval
     )

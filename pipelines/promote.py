@@ -110,12 +110,8 @@ def decide(
 
 
 def current_champion(client: MlflowClient, name: str) -> str | None:
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION).version
-    except MlflowException as err:
-        if err.error_code == "RESOURCE_DOES_NOT_EXIST" or "alias" in str(err).lower():
-            return None
-        raise
+    """The version the `champion` alias points at, or None."""
+    return client.get_registered_model(name).aliases.get(CHAMPION)
 
 
 def promote(
@@ -127,14 +123,15 @@ def promote(
     min_improvement: float = 0.0,
     *,
     batch_size: int = 16,
-    eval_mode: str | None = None,
+    eval_mode: bool | None = None,
     storage_options: dict | None = None,
     tracking_uri: str | None = None,
     device: str = "cpu",
 ) -> Decision:
     """Evaluate `name` v`candidate_version` against the champion; move aliases; tag both.
 
-    `tracking_uri` None keeps MLflow's current tracking URI (set it with
+    `eval_mode` None runs each model in the mode it was validated in. `tracking_uri` None
+    keeps MLflow's current tracking URI (set it with
     `pipelines.tracking.setup_mlflow` or `mlflow.set_tracking_uri`).
     """
     check_metric(metric)
@@ -157,8 +154,8 @@ def promote(
 
     def score(version: str) -> float:
         loaded = load_generator_from_uri(f"models:/{name}/{version}", device=device)
-        mode = eval_mode or loaded.eval_mode
-        return evaluate_model(loaded, dst, split, batch_size=batch_size, eval_mode=mode)[metric]
+        metrics = evaluate_model(loaded, dst, split, batch_size=batch_size, eval_mode=eval_mode)
+        return metrics[metric]
 
     candidate_score = score(candidate)
     if champion == candidate:
@@ -182,8 +179,9 @@ def promote(
         min_improvement=min_improvement,
     )
     # Record first, then move aliases: a crash in between leaves evidence, not a silent move.
+    tags = decision.tags()
     for version in {candidate, champion} - {None}:
-        for key, value in decision.tags().items():
+        for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, candidate)
     if promoted:
@@ -207,7 +205,7 @@ class PromoteOptions:
     metric: str = option("l1", "metric that decides: l1 (lower) | psnr | ssim (higher)")
     min_improvement: float = option(0.0, "margin the candidate must win by, in metric units")
     batch_size: int = option(16, "evaluation batch size")
-    eval_mode: str | None = option(None, "override the models' saved inference mode")
+    eval: bool | None = option(None, "dropout off, running statistics (default: each model's)")
     device: str = option("cpu", "torch device for evaluation")
 
     def __post_init__(self) -> None:
@@ -234,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         opts.metric,
         opts.min_improvement,
         batch_size=opts.batch_size,
-        eval_mode=opts.eval_mode,
+        eval_mode=opts.eval,
         device=opts.device,
     )
     print(decision.summary())
