@@ -10,6 +10,7 @@ input ends as an output or as a failure with a reason.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,34 @@ def _read_all(urls: list[str], options: dict[str, Any]) -> dict[str, bytes | Exc
     return out
 
 
+@dataclass
+class _Prepared:
+    pixels: np.ndarray  # what the model sees; empty when the input failed
+    alpha: np.ndarray | None = None
+    height: int = 0  # the input's size, which the output gets back
+    width: int = 0
+    reason: str = ""
+    note: str = ""
+
+
+def _prepare(
+    raw: bytes | Exception, *, channels: int, tile: int, mode: str, **decode_args
+) -> _Prepared:
+    empty = np.zeros((0, 0, channels), np.uint8)
+    try:
+        if isinstance(raw, Exception):
+            raise BadImage(f"cannot read: {type(raw).__name__}: {raw}")
+        decoded = decode(raw, channels=channels, **decode_args)
+        height, width = decoded.pixels.shape[:2]
+        resize = mode == "resize" or (mode == "auto" and max(height, width) <= tile)
+        pixels = _resize(decoded.pixels, tile, tile) if resize else decoded.pixels
+        return _Prepared(pixels, decoded.alpha, height, width, note=decoded.note)
+    except BadImage as err:
+        return _Prepared(empty, reason=str(err))
+    except Exception as err:  # a decoder bug must cost one file, not the job
+        return _Prepared(empty, reason=f"cannot decode: {type(err).__name__}: {err}")
+
+
 def read_and_decode(
     batch: Batch,
     *,
@@ -71,40 +100,27 @@ def read_and_decode(
     """
     urls = [str(u) for u in batch["url"]]
     data = _read_all(urls, storage_options)
-    cols: dict[str, list] = defaultdict(list)
-    for url in urls:
-        pixels, height, width, reason, note = np.zeros((0, 0, channels), np.uint8), 0, 0, "", ""
-        raw = data[url]
-        try:
-            if isinstance(raw, Exception):
-                raise BadImage(f"cannot read: {type(raw).__name__}: {raw}")
-            decoded = decode(raw, max_pixels=max_pixels, channels=channels, side=side)
-            height, width = decoded.pixels.shape[:2]
-            resize = mode == "resize" or (mode == "auto" and max(height, width) <= tile)
-            pixels = _resize(decoded.pixels, tile, tile) if resize else decoded.pixels
-            note = decoded.note
-            alpha = decoded.alpha
-        except BadImage as err:
-            reason, alpha = str(err), None
-        except Exception as err:  # a decoder bug must cost one file, not the job
-            reason, alpha = f"cannot decode: {type(err).__name__}: {err}", None
-        raw_pixels, h, w, c = pack(pixels)
-        cols["pixels"].append(raw_pixels)
-        cols["h"].append(h)
-        cols["w"].append(w)
-        cols["c"].append(c)
-        cols["alpha"].append(b"" if alpha is None else alpha.tobytes())
-        cols["height"].append(height)
-        cols["width"].append(width)
-        cols["reason"].append(reason)
-        cols["note"].append(note)
+    rows = [
+        _prepare(
+            data[url], channels=channels, tile=tile, mode=mode, max_pixels=max_pixels, side=side
+        )
+        for url in urls
+    ]
+    packed = [pack(r.pixels) for r in rows]
     return {
         "url": batch["url"],
         "output": batch["output"],
-        **{
-            k: np.asarray(v, dtype=object if k in ("pixels", "alpha") else None)
-            for k, v in cols.items()
-        },
+        "pixels": np.asarray([p[0] for p in packed], dtype=object),
+        "h": np.asarray([p[1] for p in packed]),
+        "w": np.asarray([p[2] for p in packed]),
+        "c": np.asarray([p[3] for p in packed]),
+        "alpha": np.asarray(
+            [b"" if r.alpha is None else r.alpha.tobytes() for r in rows], dtype=object
+        ),
+        "height": np.asarray([r.height for r in rows]),
+        "width": np.asarray([r.width for r in rows]),
+        "reason": np.asarray([r.reason for r in rows], dtype=object),
+        "note": np.asarray([r.note for r in rows], dtype=object),
     }
 
 

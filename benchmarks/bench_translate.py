@@ -1,0 +1,204 @@
+"""Translate throughput: `pix2pix translate` end to end against two references.
+
+On the same N 256 x 256 JPEGs (photo crops from pipelines.sample_data) and the same
+unet_256 generator (eval mode), in images per second:
+
+- plain loop: per image, Pillow open, resize to 256, one forward at batch 1 in PyTorch's
+  default layout (NCHW) and thread count, save a PNG: what a script would do;
+- bare forward: the generator as the pipeline prepares it, at the pipeline's batch size,
+  on random tensors in a tight loop: the compute limit (12.1 GFLOP per 256 x 256 forward);
+- end to end: the `pix2pix translate` command in a fresh process, Ray start-up, listing,
+  decoding, writing and the manifest included.
+
+Targets on a 2-core CPU machine: end to end >= 1.5x the plain loop and >= 85% of the bare
+forward. On a GPU the plain loop is bound by decoding and batch-1 launches and the pipeline
+should beat it by an order of magnitude.
+
+    python benchmarks/bench_translate.py            # 1000 images
+    python benchmarks/bench_translate.py --n 200    # shorter, same rates
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.sample_data import encode, make_pairs  # noqa: E402
+from pipelines.translate import TranslateOptions  # noqa: E402
+from pipelines.translate_model import Runtime, prepare_generator  # noqa: E402
+from pix2pix_core import GeneratorConfig, build_generator, save_generator  # noqa: E402
+from pix2pix_core.networks import init_weights  # noqa: E402
+
+SIZE = 256
+GFLOP_PER_IMAGE = 12.1  # one 256 x 256 unet_256 forward
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}"
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    """N distinct JPEGs: a few dozen photo crops, each varied by flips and rolls."""
+    folder.mkdir(parents=True, exist_ok=True)
+    crops = [p.b for p in make_pairs(min(n, 48), size=SIZE, seed=0, kind="edges")]
+    paths = []
+    for i in range(n):
+        image = crops[i % len(crops)]
+        variant = i // len(crops)
+        image = np.roll(image, 7 * variant, axis=1)
+        if variant % 2:
+            image = image[:, ::-1]
+        path = folder / f"{i // 100:03d}" / f"img_{i:05d}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(encode(np.ascontiguousarray(image), "jpg"))
+        paths.append(path)
+    return paths
+
+
+def make_model(path: Path) -> tuple[GeneratorConfig, dict]:
+    torch.manual_seed(0)
+    config = GeneratorConfig(netG="unet_256")
+    module = init_weights(build_generator(config))
+    path.write_bytes(save_generator(module, config, {"eval_mode": True}))
+    return config, module.state_dict()
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def plain_loop(config: GeneratorConfig, state: dict, paths: list[Path], out: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_generator(config)
+    model.load_state_dict(state)
+    model.eval().to(DEVICE)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for path in paths:
+            image = Image.open(path).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+            x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float()
+            y = model(x.to(DEVICE) / 127.5 - 1.0)[0]
+            pixels = ((y + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+            Image.fromarray(pixels).save(out / f"{path.stem}.png")
+    return len(paths) / (time.perf_counter() - start)
+
+
+def bare_forward(config: GeneratorConfig, state: dict, n: int, batch_size: int) -> float:
+    """The generator as the pipeline's actor prepares it (same Runtime defaults)."""
+    threads = os.cpu_count() or 1
+    runtime = Runtime(
+        device=DEVICE,
+        threads=threads,
+        batch_size=batch_size,
+        tile=SIZE,
+        eval_mode=True,
+        autocast=DEVICE == "cuda",
+    )
+    torch.set_num_threads(threads)
+    model = prepare_generator(config, state, runtime)
+    x = torch.rand(batch_size, 3, SIZE, SIZE, device=DEVICE)
+    x = x.contiguous(memory_format=torch.channels_last)
+    batches = max(1, -(-n // batch_size))
+    amp = torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=runtime.autocast)
+    with torch.inference_mode(), amp:
+        model(x)  # warm-up: oneDNN and cuDNN pick their kernels on the first call
+        _sync()
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+        _sync()
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def end_to_end(model: Path, src: Path, dst: Path, batch_size: int, n: int) -> float:
+    command = [
+        sys.executable, "-m", "pipelines.cli", "translate",
+        "--model", str(model), "--input", str(src), "--output", str(dst),
+        "--batch_size", str(batch_size), "--eval",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"pix2pix translate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    print("  " + done.stdout.strip().splitlines()[-1])
+    return n / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="number of images")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=TranslateOptions.__dataclass_fields__["batch_size"].default,
+        help="the pipeline's batch size (default: translate's default)",
+    )
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="bench_translate_") as tmp:
+        work = Path(tmp)
+        paths = make_images(work / "src", args.n)
+        config, state = make_model(work / "generator.pt")
+        print(f"{args.n} JPEGs of {SIZE}x{SIZE}, unet_256, eval mode")
+
+        e2e = end_to_end(work / "generator.pt", work / "src", work / "dst", args.batch_size, args.n)
+        plain = plain_loop(config, state, paths, work / "plain")
+        bare = bare_forward(config, state, args.n, args.batch_size)
+
+    rows = [
+        ("plain loop (batch 1, NCHW)", plain),
+        (f"bare forward (batch {args.batch_size})", bare),
+        ("pix2pix translate, end to end", e2e),
+    ]
+    for name, rate in rows:
+        print(f"{name:<34} {rate:8.3f} images/s  {rate * GFLOP_PER_IMAGE:7.1f} GFLOP/s")
+    print(f"end to end / plain loop:   {e2e / plain:.2f}x  (target >= 1.5x)")
+    print(f"end to end / bare forward: {e2e / bare:.0%}  (target >= 85%)")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "n": args.n,
+                    "batch_size": args.batch_size,
+                    "plain_images_per_s": plain,
+                    "bare_images_per_s": bare,
+                    "end_to_end_images_per_s": e2e,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
