@@ -164,6 +164,19 @@ def load_model(
     )
 
 
+def _tiles(opts: TranslateOptions, loaded: Any) -> tuple[int, int]:
+    """The tile (the size the model was trained on, as the U-Net can take it) and overlap."""
+    tile = max(loaded.multiple, loaded.crop_size // loaded.multiple * loaded.multiple)
+    overlap = opts.tile_overlap if opts.tile_overlap is not None else tile // 4
+    if overlap >= tile:
+        raise UserError(f"--tile_overlap {overlap} must be smaller than the tile ({tile})")
+    return tile, overlap
+
+
+def _eval_mode(opts: TranslateOptions, loaded: Any) -> bool:
+    return opts.eval if opts.eval is not None else bool(loaded.eval_mode)
+
+
 def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
     """Actors, devices and threads from the flags and what the cluster has."""
     import ray
@@ -186,17 +199,14 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
         # The cores, less one logical CPU that the decode and write tasks keep.
         threads = max(1, min(os.cpu_count() or 1, int(cpus) - 1) // actors)
     device = "cuda" if num_gpus else "cpu"
-    tile = 2**loaded.config.depth
-    overlap = opts.tile_overlap if opts.tile_overlap is not None else tile // 4
-    if overlap >= tile:
-        raise UserError(f"--tile_overlap {overlap} must be smaller than the tile ({tile})")
+    tile, overlap = _tiles(opts, loaded)
     runtime = Runtime(
         device=device,
         threads=threads,
         batch_size=opts.batch_size,
         tile=tile,
         overlap=overlap,
-        eval_mode=opts.eval if opts.eval is not None else bool(loaded.eval_mode),
+        eval_mode=_eval_mode(opts, loaded),
         channels_last=model_opts.channels_last if model_opts.channels_last is not None else True,
         autocast=model_opts.autocast if model_opts.autocast is not None else device == "cuda",
         compile=model_opts.compile,
@@ -351,6 +361,6 @@ def _settings(opts: TranslateOptions, loaded: Any) -> dict[str, Any]:
         "format": opts.format,
         "suffix": opts.suffix,
         "mode": opts.mode,
-        "tile_overlap": opts.tile_overlap,
-        "eval": opts.eval,
+        "tile": list(_tiles(opts, loaded)),
+        "eval": _eval_mode(opts, loaded),
     }

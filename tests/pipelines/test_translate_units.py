@@ -201,3 +201,14 @@ def test_train_mode_in_a_batch_matches_the_official_test_one_image_at_a_time():
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     each = torch.cat([official(x[i : i + 1]) for i in range(4)])
     torch.testing.assert_close(ours(x), each, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("crop_size", "tile"), [(64, 64), (48, 32), (16, 32), (256, 256)])
+def test_tiles_are_the_size_the_model_was_trained_on(crop_size, tile):
+    from types import SimpleNamespace
+
+    from pipelines.translate import TranslateOptions, _tiles
+
+    opts = TranslateOptions(model="m", input="i", output="o")
+    loaded = SimpleNamespace(multiple=32, crop_size=crop_size)
+    assert _tiles(opts, loaded) == (tile, tile // 4)
