@@ -86,8 +86,9 @@ def prepare_generator(
     config: GeneratorConfig, state_dict: dict[str, torch.Tensor], runtime: Runtime
 ) -> nn.Module:
     """The generator ready for inference with `runtime`'s semantics, device and layout."""
-    model = build_generator(config)
-    model.load_state_dict(state_dict)
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced
+        model = build_generator(config)
+    model.load_state_dict(state_dict, assign=True)
     if runtime.eval_mode:
         model.eval()
         fold_batch_norm(model)
