@@ -134,8 +134,6 @@ def _check_data(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any]
                 f"{data.url} has no {split} pairs (counts: {counts}); training needs both "
                 "(prepare carves val from train with --val_fraction)"
             )
-    if opts.fid_weights and not Location.parse(opts.fid_weights, data.options).exists():
-        raise UserError(f"--fid_weights {opts.fid_weights}: not found")
     load_size = int(dataset.get("load_size") or 0)
     if load_size and opts.crop_size > load_size:
         raise UserError(
@@ -148,6 +146,15 @@ def _check_data(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any]
             f"--crop_size {opts.crop_size} must be divisible by 2^{depth} = {2**depth} "
             f"for the U-Net of depth {depth} ({model.netG}, num_downs {model.num_downs})"
         )
+
+
+def _absolute(url: str | None, storage_options: dict[str, Any], flag: str) -> str | None:
+    if not url:
+        return None
+    loc = Location.parse(url, storage_options)
+    if not loc.exists():
+        raise UserError(f"{flag} {url}: not found")
+    return loc.url
 
 
 def _check_resumable(previous: dict[str, Any], current: dict[str, Any], folder: Location):
@@ -189,7 +196,6 @@ def _resources(opts: TrainOptions) -> tuple[bool, float]:
 
 def _mlflow_run(
     name: str,
-    folder: Location,
     params: dict[str, Any],
     tags: dict[str, str],
     *,
@@ -247,6 +253,13 @@ def plan_run(
         raise UserError("--data is required: the prepared dataset (DST of `pix2pix prepare`)")
     data = Location.parse(opts.data, common.storage_options)
     dataset = read_info(data)
+    # Workers run in other directories: every URL they read must be absolute.
+    opts = dataclasses.replace(
+        opts,
+        data=data.url,
+        resume_from=_absolute(opts.resume_from, common.storage_options, "--resume_from"),
+        fid_weights=_absolute(opts.fid_weights, common.storage_options, "--fid_weights"),
+    )
     _check_data(model, opts, dataset, data)
     fingerprint = str(dataset.get("fingerprint", ""))
     name = _check_name(common.run_name or derive_run_name(data, model, opts, fingerprint))
@@ -271,7 +284,6 @@ def plan_run(
     }
     experiment_id, run_id = _mlflow_run(
         name,
-        folder,
         params,
         tags,
         tracking_uri=tracking_uri,

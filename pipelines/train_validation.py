@@ -63,23 +63,24 @@ def validate(
     grid_size: int,
     fid_features: torch.nn.Module | None = None,
 ) -> tuple[dict[str, float], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """({val_L1, val_PSNR, val_SSIM[, val_FID]}, up to `grid_size` (input, output, target)
-    on rank 0)."""
+    """({val_L1, val_PSNR, val_SSIM[, val_FID]}, and on rank 0 the (input, output, target)
+    of the first `grid_size` val pairs)."""
     metrics = ImageMetrics().to(model.device)
     fid = _fid(fid_features, model.device)
-    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    rows: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []  # (pair index, row)
     batches = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
     mine = batches[rank::world]
-    for batch in mine:
+    for k, batch in enumerate(mine):
+        first = (rank + k * world) * batch_size
         real_a, real_b = (resize(x, crop_size) for x in _decode(batch, model.device))
         fake_b = model.translate(real_a, eval_mode=eval_mode)
         metrics.update(fake_b, real_b)
         if fid is not None:
             fid.update((real_b + 1) / 2, real=True)
             fid.update((fake_b.clamp(-1, 1) + 1) / 2, real=False)
-        for a, f, b in zip(to_uint8(real_a), to_uint8(fake_b), to_uint8(real_b), strict=True):
-            if rank == 0 and len(rows) < grid_size:
-                rows.append((a, f, b))
+        if first < grid_size:
+            images = zip(to_uint8(real_a), to_uint8(fake_b), to_uint8(real_b), strict=True)
+            rows += [(first + j, row) for j, row in enumerate(images) if first + j < grid_size]
     lockstep = not eval_mode and model.generator_config.norm == "syncbatch" and world > 1
     if lockstep and batches:
         spare = resize(_decode(batches[0], model.device)[0], crop_size)
@@ -89,7 +90,18 @@ def validate(
     out = {"val_L1": values["l1"], "val_PSNR": values["psnr"], "val_SSIM": values["ssim"]}
     if fid is not None:
         out["val_FID"] = float(fid.compute())
-    return out, rows
+    return out, _gather_rows(rows, rank)
+
+
+def _gather_rows(rows: list, rank: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The grid rows of every rank, on rank 0, in val order (a collective)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list | None = [None] * dist.get_world_size() if rank == 0 else None
+        dist.gather_object(rows, gathered, dst=0)
+        rows = [row for part in gathered or [] for row in part]
+    return [row for _, row in sorted(rows, key=lambda r: r[0])] if rank == 0 else []
 
 
 def load_fid_features(url: str | None, storage_options: dict[str, Any], device: torch.device):

@@ -82,6 +82,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         )
         lr = model.current_lr  # the rate this epoch trained with
         model.step_schedulers()
+        # Each rank's BatchNorm running statistics drift by its own last forward; give all
+        # ranks rank 0's, so that validation and the checkpoint see the same model.
+        model.sync_buffers()
         train_s = time.perf_counter() - began
         val, rows = validate(
             model,

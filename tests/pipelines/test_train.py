@@ -95,7 +95,9 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     from mlflow import MlflowClient
 
     storage = s3_store.location("runs")
-    model = replace(TINY, n_epochs=2, n_epochs_decay=2)
+    # At the paper's lr a net this narrow needs more epochs to learn visibly than a test
+    # can afford; 5x the lr shows the same trend in 4 epochs.
+    model = replace(TINY, n_epochs=4, n_epochs_decay=0, lr=1e-3)
     # eval mode: validation is deterministic, so a rebuilt generator must reproduce it.
     opts = _opts(prepared, eval=True, keep_best=2)
     result = train(model, opts, _common(storage, mlflow_uri, experiment_name, "s3-run"))
@@ -131,8 +133,8 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     # it learns: the L1 terms fall over the first epochs (bounded, not just printed)
     g_l1 = [v for _, v in _history(client, run.info.run_id, "G_L1")]
     val_l1 = [v for _, v in _history(client, run.info.run_id, "val_L1")]
-    assert g_l1[-1] < 0.9 * g_l1[0], g_l1
-    assert min(val_l1[1:]) < 0.95 * val_l1[0], val_l1
+    assert g_l1[-1] < 0.85 * g_l1[0], g_l1
+    assert val_l1[-1] < 0.85 * val_l1[0], val_l1
 
     # the checkpoint alone rebuilds the generator, which reproduces its validation L1
     generator, extra = checkpoints.load_generator(result.best_checkpoint, storage.options)
