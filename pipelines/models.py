@@ -136,7 +136,7 @@ def _registry_metadata(uri: str) -> dict[str, Any]:
         if alias
         else client.get_model_version(name, version)
     )
-    return {"registered_name": mv.name, "version": mv.version, "tags": dict(mv.tags)}
+    return {"registered_name": mv.name, "version": str(mv.version), "tags": dict(mv.tags)}
 
 
 # -- storage ------------------------------------------------------------------------------

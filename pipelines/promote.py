@@ -111,7 +111,8 @@ def decide(
 
 def current_champion(client: MlflowClient, name: str) -> str | None:
     """The version the `champion` alias points at, or None."""
-    return client.get_registered_model(name).aliases.get(CHAMPION)
+    version = client.get_registered_model(name).aliases.get(CHAMPION)
+    return None if version is None else str(version)
 
 
 def promote(

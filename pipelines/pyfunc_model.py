@@ -83,8 +83,13 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.multiple = 2**config.depth
         self.eval_mode = bool(settings["eval_mode"])
 
-    # No type hints on predict: MLflow would read them as an input schema of their own.
-    def predict(self, context, model_input, params=None):
+    # `np.ndarray` is a hint MLflow infers no schema from: the logged signature governs.
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: np.ndarray,
+        params: dict | None = None,
+    ) -> np.ndarray:
         """uint8 N x H x W x 3 -> uint8 N x H x W x 3."""
         images = np.asarray(model_input)
         if images.dtype != np.uint8:

@@ -8,6 +8,13 @@ untrained by far on L1, PSNR and SSIM, which is what the promotion tests rely on
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,3 +96,42 @@ def registry_data(tmp_path_factory, photo_pairs) -> RegistryData:
         paths[name].write_bytes(data)
     _CACHE[key] = RegistryData(dst=dst, model=model, **paths)
     return _CACHE[key]
+
+
+# -- servers started by the tests (`mlflow server`, `mlflow models serve`) ----------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def path_with_venv() -> str:
+    """PATH as in an activated environment: MLflow's servers exec `uvicorn` from PATH."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    """Poll `url` until it answers; fail with the server's log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started with `start_new_session=True`, and what it started."""
+    for signal, wait in ((15, 20), (9, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal)  # the group: a child may outlive its parent
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

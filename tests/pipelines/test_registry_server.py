@@ -1,0 +1,108 @@
+"""Register and promote against a real `mlflow server` on loopback (`--tracking_uri http://`).
+
+The server keeps its store in SQLite and serves artifacts itself (the client uploads them
+over HTTP). With boto3 installed, a second experiment keeps its artifacts on the SeaweedFS
+object store, reached by the client through `MLFLOW_S3_ENDPOINT_URL`.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from pipelines.cli import main
+from pipelines.promote import promote
+from pipelines.register import register_generator
+from tests.pipelines.registry_data import (
+    free_port,
+    path_with_venv,
+    registry_data,
+    stop_server,
+    wait_until_up,
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = open(root / "server.log", "wb")  # noqa: SIM115 (open while the server runs)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        # The job executor serves MLflow's GenAI features; off, the server is one process.
+        env={
+            **os.environ,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PATH": path_with_venv(),  # the server execs uvicorn from PATH
+        },
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{uri}/health", proc, root / "server.log")
+        yield uri, root / "artifacts"
+    finally:
+        stop_server(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def data(ray_cluster, tmp_path_factory, photo_pairs):
+    return registry_data(tmp_path_factory, photo_pairs)
+
+
+def _register_and_promote(server: str, name: str, data, experiment: str) -> None:
+    mlflow.set_tracking_uri(server)
+    first = register_generator(name, str(data.untrained), experiment=experiment)
+    assert promote(name, first.version, data.dst).promoted
+    # The second through the command line, as a scheduled job would run it.
+    flags = ["--tracking_uri", server, "--experiment", experiment]
+    assert main(["register", "--checkpoint", str(data.trained), "--name", name, *flags]) == 0
+    args = ["promote", "--name", name, "--candidate", "2", "--data", data.dst.url, *flags]
+    assert main(args) == 0
+
+    mlflow.set_tracking_uri(server)
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "2"
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    out = model.predict(np.zeros((1, 32, 32, 3), np.uint8))
+    assert out.dtype == np.uint8 and out.shape == (1, 32, 32, 3)
+
+
+def test_remote_server_with_artifacts_served_by_the_server(server, data):
+    uri, artifacts = server
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("remote-proxied")  # artifacts: mlflow-artifacts:/ on the server
+    _register_and_promote(uri, "remote-proxied", data, "remote-proxied")
+    assert list(artifacts.rglob("generator.pt"))  # uploaded through the server
+
+
+def test_remote_server_with_artifacts_on_object_storage(server, data, s3_store):
+    pytest.importorskip("boto3", reason="MLflow's S3 artifact store needs boto3")
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == s3_store.endpoint_url
+    uri, _ = server
+    mlflow.set_tracking_uri(uri)
+    bucket_prefix = s3_store.location("mlflow-artifacts").url
+    mlflow.create_experiment("remote-s3", artifact_location=bucket_prefix)
+    _register_and_promote(uri, "remote-s3", data, "remote-s3")
+    assert s3_store.location("mlflow-artifacts").fs.find(bucket_prefix)  # artifacts landed
