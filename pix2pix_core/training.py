@@ -25,10 +25,11 @@ from pix2pix_core.networks import (
     init_weights,
 )
 
-# Devices where a performance switch left on "auto" (None) turns on. channels_last pays on
-# oneDNN (CPU) and cuDNN; bf16 autocast only on CUDA (CPUs without native bf16 run it slower);
-# the fused Adam kernel exists for both.
-_CHANNELS_LAST_DEVICES = ("cpu", "cuda")
+# Devices where a performance switch left on "auto" (None) turns on. channels_last pays with
+# cuDNN; on an AVX2 CPU (oneDNN 3.12, torch 2.13) it made the paper's training step slower
+# (benchmarks/bench_train_step.py), so the CPU keeps NCHW unless asked. bf16 autocast only on
+# CUDA (CPUs without native bf16 run it slower). The fused Adam kernel pays on both.
+_CHANNELS_LAST_DEVICES = ("cuda",)
 _AUTOCAST_DEVICES = ("cuda",)
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")
 # nn.SyncBatchNorm refuses CPU tensors once a process group of several ranks exists.
@@ -43,7 +44,8 @@ class TrainingConfig:
     100 epochs at the initial rate then 100 of linear decay to zero).
 
     ``channels_last``, ``autocast`` and ``fused_adam`` are performance switches: None picks what
-    pays on the device in use; False gives PyTorch's default behaviour. ``compile`` runs both
+    pays on the device in use (CUDA: all three; CPU: fused Adam only); False gives PyTorch's
+    default behaviour. ``compile`` runs both
     networks through ``torch.compile``. None of them changes the algorithm.
     """
 
@@ -311,7 +313,9 @@ class Pix2Pix:
         ``eval_mode=False`` is the paper's test-time behaviour and the official default
         (without ``--eval``): dropout stays on and BatchNorm uses the batch's statistics.
         ``eval_mode=True`` switches to running statistics and no dropout. Either way the
-        generator's mode and its running statistics are as before the call.
+        generator's mode and its running statistics are as before the call. After
+        ``parallelize`` with norm "syncbatch", train-mode normalisation is a collective: call
+        it on every rank, or use ``eval_mode=True``.
         """
         net = self.generator_module
         x = self._prepare(real_a, "real_a")

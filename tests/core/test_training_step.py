@@ -57,8 +57,9 @@ def test_performance_switches_do_not_change_the_algorithm(option):
 
 def test_auto_settings_on_cpu():
     model = tiny_model()
-    assert model.channels_last and model.fused_adam and not model.autocast
-    weight = model.generator_module.model.model[0].weight
+    assert model.fused_adam and not model.channels_last and not model.autocast
+    forced = tiny_model(channels_last=True)
+    weight = forced.generator_module.model.model[0].weight
     assert weight.is_contiguous(memory_format=torch.channels_last)
 
 
