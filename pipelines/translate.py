@@ -36,7 +36,6 @@ from pipelines.options import (
 from pipelines.storage import Location
 from pipelines.translate_images import FORMATS
 
-MODES = ("auto", "resize", "tile")
 SIDES = ("A", "B", "full")
 DEFAULT_MAX_PIXELS = 2**26  # 8192 x 8192; tiles make the model's memory independent of it
 
