@@ -138,7 +138,9 @@ class EvaluateOptions:
     data: str | None = option(None, "prepared dataset (the output of `pix2pix prepare`)")
     split: str = option("test", "split to evaluate on: train | val | test")
     batch_size: int = option(16, "images per forward (in eval mode)")
-    eval: bool | None = option(None, "dropout off, running statistics (default: the model's)")
+    eval: bool | None = option(
+        None, "dropout off, running statistics; unset: as the model was validated"
+    )
     device: str = option("cpu", "torch device")
     log: bool = option(False, "log the metrics to a new MLflow run of --experiment")
     netG: str = option(_OFFICIAL.netG, "official *_net_G.pth only: its generator")

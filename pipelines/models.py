@@ -6,7 +6,8 @@
   (a model logged by `pix2pix register`);
 - a checkpoint URL of this project (any fsspec URL): a saved generator or a training
   checkpoint file, a checkpoint folder (`.../epoch_0005`), or a run folder holding
-  `epoch_*` checkpoints (the latest is taken);
+  `epoch_*` checkpoints (its best one if the run finished and says so in `result.json`,
+  else the latest);
 - an official pytorch-CycleGAN-and-pix2pix state dict (`*_net_G.pth`), whose architecture
   is `official` (default: the official defaults, `unet_256`, batch norm, dropout).
 

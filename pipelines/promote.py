@@ -206,7 +206,9 @@ class PromoteOptions:
     metric: str = option("l1", "metric that decides: l1 (lower) | psnr | ssim (higher)")
     min_improvement: float = option(0.0, "margin the candidate must win by, in metric units")
     batch_size: int = option(16, "evaluation batch size")
-    eval: bool | None = option(None, "dropout off, running statistics (default: each model's)")
+    eval: bool | None = option(
+        None, "dropout off, running statistics; unset: as each model was validated"
+    )
     device: str = option("cpu", "torch device for evaluation")
 
     def __post_init__(self) -> None:

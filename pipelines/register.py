@@ -22,6 +22,8 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 import pix2pix_core
 from pipelines import pyfunc_model
@@ -42,11 +44,8 @@ RUN_FINGERPRINT_TAG = "pix2pix.dataset_fingerprint"
 INPUT_EXAMPLE_SIDE = 64
 
 
-def model_signature():
+def model_signature() -> ModelSignature:
     """uint8 N x H x W x 3 in and out; any N, H, W."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
     spec = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))
     return ModelSignature(inputs=Schema([spec]), outputs=Schema([spec]))
 
@@ -252,7 +251,9 @@ class RegisterOptions:
     checkpoint: str | None = option(None, "checkpoint URL (file or folder) or *_net_G.pth")
     run: str | None = option(None, "MLflow run id of a training run (its checkpoint is used)")
     data: str | None = option(None, "prepared dataset: evaluate on its val split for the tags")
-    eval: bool | None = option(None, "run with dropout off / running statistics (default: saved)")
+    eval: bool | None = option(
+        None, "serve with dropout off, running statistics; unset: as validated"
+    )
 
     def __post_init__(self) -> None:
         if not self.name:
