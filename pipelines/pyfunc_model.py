@@ -29,8 +29,9 @@ from pix2pix_core.transforms import resize, to_tensor, to_uint8
 ARTIFACT = "generator"  # the key in the model's `artifacts`
 WEIGHTS_FILE = "generator.pt"
 SETTINGS_FILE = "generator.json"
-# With batch-norm statistics of the batch (the paper's inference), every image goes alone,
-# so an output never depends on which other images share its request.
+# In eval mode images are independent and go EVAL_CHUNK at a time. In train mode (the
+# paper's inference: batch-norm statistics of the batch) each goes alone, so an output
+# never depends on which other images share its request.
 EVAL_CHUNK = 8
 
 
