@@ -59,7 +59,8 @@ def prepare(root: str, images: int) -> Location:
     from pipelines.sample_data import make_pairs, write_dataset
 
     pairs = make_pairs(images + 2, size=LOAD, seed=0)
-    src = write_dataset({"train": pairs[:images], "val": pairs[images:]}, Location.parse(root))
+    src = Location.parse(os.path.join(root, "src"))
+    write_dataset({"train": pairs[:images], "val": pairs[images:]}, src)
     dst = Location.parse(os.path.join(root, "prepared"))
     prepare_dataset(src, dst, load_size=LOAD)
     return dst

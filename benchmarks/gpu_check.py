@@ -179,7 +179,8 @@ def trainer_run(tiny: bool, device: str) -> Check:
         init_ray()
         ray.data.DataContext.get_current().enable_progress_bars = False
         pairs = make_pairs(10, size=crop + (4 if tiny else 30), seed=0)
-        src = write_dataset({"train": pairs[:8], "val": pairs[8:]}, Location.parse(root))
+        src = Location.parse(os.path.join(root, "src"))
+        write_dataset({"train": pairs[:8], "val": pairs[8:]}, src)
         data = Location.parse(os.path.join(root, "prepared"))
         prepare_dataset(src, data, load_size=crop + (4 if tiny else 30))
         opts = TrainOptions(
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, size = (TINY, 32) if args.tiny else (PAPER, 256)
-    steps = args.steps or (2 if args.tiny else 20 if device == "cuda" else 3)
+    steps = args.steps or (1 if args.tiny else 20 if device == "cuda" else 3)
     name = torch.cuda.get_device_name() if device == "cuda" else f"{os.cpu_count()} CPU cores"
     print(f"gpu_check: torch {torch.__version__}, {name}, {'tiny' if args.tiny else 'paper'} model")
 

@@ -37,16 +37,18 @@ class TrainOptions:
     crop_size: int = option(256, "random crop from the prepared load_size images")
     no_flip: bool = option(False, "no random horizontal flip")
     num_workers: int = option(1, "Ray Train workers (one process each, DDP)")
-    use_gpu: bool | None = option(None, "one GPU per worker (default: if the cluster has GPUs)")
+    use_gpu: bool | None = option(
+        None, "one GPU per worker; unset: when the cluster has a GPU per worker"
+    )
     cpus_per_worker: float | None = option(
-        None, "CPUs reserved per worker (default: 0.5 on CPU, 1 with a GPU)"
+        None, "CPUs reserved per worker; unset: 0.5 on CPU, 1 with a GPU"
     )
     save_epoch_freq: int = option(1, "checkpoint every N epochs (and always after the last)")
     keep_best: int = option(2, "checkpoints kept: the best N by validation L1, plus the latest")
     max_failures: int = option(3, "worker failures to recover from (from the latest checkpoint)")
     resume_from: str | None = option(None, "start from this checkpoint URL (a run's epoch_NNNN)")
     eval: bool = option(False, "validate with dropout off and batch-norm running statistics")
-    num_val: int | None = option(None, "validate on at most N pairs (default: the whole split)")
+    num_val: int | None = option(None, "validate on at most N pairs; unset: the whole val split")
     grid_size: int = option(4, "rows of input | output | target in the per-epoch sample grid")
     fid_weights: str | None = option(
         None, "TorchScript Inception feature extractor for FID (none is downloaded)"
