@@ -200,8 +200,9 @@ def write_demo_report(root: Path, rows: list, summary, opts: DemoOptions, tracki
     train = _step_result(summary.run_folder, "train")
     metrics = {f"{summary.split} {k.upper()}": v for k, v in summary.metrics.items()}
     details = {
-        "data": f"{opts.num_pairs} pairs of {opts.size} px: label-like rendering -> photo "
-        "(scikit-image sample photographs)",
+        "data": f"{opts.num_pairs} pairs of {opts.size} px: label-like rendering -> photo, "
+        "random crops of scikit-image's 7 sample photographs (test crops come from the same "
+        "photographs as training ones: this shows the workflow, not generalisation)",
         "model": ", ".join(f"{k} {SETTINGS[k]}" for k in ("num_downs", "ngf", "ndf", "norm")),
         "training": f"{train.get('epochs', '?')} epochs, batch {SETTINGS['batch_size']}, "
         f"{SETTINGS['crop_size']} px crops from {SETTINGS['load_size']} px",

@@ -194,7 +194,11 @@ def _sweep_settings(cfg: RetrainConfig) -> dict[str, Any]:
 
 
 def retrain(cfg: RetrainConfig, *, fault_hook: dict[str, Any] | None = None) -> RetrainSummary:
-    """Run (or continue) the workflow; returns what this invocation did."""
+    """Run (or continue) the workflow; returns what this invocation did.
+
+    `fault_hook` is passed to training, for the fault-tolerance tests (see
+    `pipelines.train_faults`).
+    """
     from mlflow import MlflowClient
 
     from pipelines import retrain_steps as steps
@@ -344,8 +348,7 @@ def retrain(cfg: RetrainConfig, *, fault_hook: dict[str, Any] | None = None) -> 
         seconds=time.monotonic() - started,
         name=plan.name,
     )
-    metrics = {f"{split}_{k}": v for k, v in evaluated["metrics"].items()}
-    record.close("done", summary.line, metrics)
+    record.close("done", summary.line)
     return summary
 
 

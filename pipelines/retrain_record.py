@@ -107,23 +107,14 @@ class RetrainRecord:
         self.location.write_json(self.data)
         MlflowClient(self.tracking_uri).set_tag(self.parent_run_id, f"step.{name}", outcome)
 
-    def close(self, status: str, summary: str, metrics: Mapping[str, float] | None = None) -> None:
+    def close(self, status: str, summary: str) -> None:
         """End the invocation: `done` or `failed`, with its one-line summary."""
         from mlflow import MlflowClient
 
         client = MlflowClient(self.tracking_uri)
-        if metrics:
-            from mlflow.entities import Metric
-
-            stamp = int(datetime.now(UTC).timestamp() * 1000)
-            client.log_batch(
-                self.parent_run_id,
-                metrics=[Metric(k, float(v), stamp, 0) for k, v in sorted(metrics.items())],
-            )
         client.set_tag(self.parent_run_id, "pix2pix.summary", summary[:5000])
-        client.set_terminated(
-            self.parent_run_id, status="FINISHED" if status == "done" else "FAILED"
-        )
+        status_name = "FINISHED" if status == "done" else "FAILED"
+        client.set_terminated(self.parent_run_id, status=status_name)
         self.invocation.update(status=status, finished_at=_now(), summary=summary)
         self.location.write_json(self.data)
 

@@ -135,9 +135,6 @@ def train(
 
 def tune(plan: RetrainPlan, name: str, sweep: Any) -> dict[str, Any]:
     """The sweep instead of one training run; its best trial goes on."""
-    from mlflow import MlflowClient
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
     from pipelines.tune import tune as tune_run
 
     plan.init_ray()
@@ -145,10 +142,13 @@ def tune(plan: RetrainPlan, name: str, sweep: Any) -> dict[str, Any]:
         plan.common, storage_path=plan.run_dir.join("tune").url, run_name=name
     )
     opts = dataclasses.replace(plan.train, data=plan.data.url)
-    result = tune_run(plan.model, opts, common, sweep, ray_address=plan.ray_address)
-    # The sweep opens its own MLflow run; nest it under this retrain run.
-    MlflowClient(plan.common.tracking_uri).set_tag(
-        result.parent_run_id, MLFLOW_PARENT_RUN_ID, plan.parent_run_id
+    result = tune_run(
+        plan.model,
+        opts,
+        common,
+        sweep,
+        ray_address=plan.ray_address,
+        parent_run_id=plan.parent_run_id,
     )
     return {
         "outputs": {"checkpoint": result.best_checkpoint, "sweep_folder": result.sweep_folder},
@@ -174,7 +174,6 @@ def evaluate(plan: RetrainPlan, checkpoint: str, split: str, run_id: str | None)
     from pipelines.evaluate import evaluate_model, split_fingerprint
     from pipelines.models import load_generator_from_uri
 
-    plan.init_ray()
     loaded = load_generator_from_uri(checkpoint, storage_options=plan.common.storage_options)
     metrics = evaluate_model(loaded, plan.data, split, batch_size=plan.eval_batch_size)
     client = MlflowClient(plan.common.tracking_uri)
@@ -246,7 +245,6 @@ def _version_with_key(client: Any, name: str, key: str) -> str | None:
 def promote(plan: RetrainPlan, version: str, split: str) -> dict[str, Any]:
     from pipelines.promote import promote as promote_version
 
-    plan.init_ray()
     decision = promote_version(
         plan.name,
         version,

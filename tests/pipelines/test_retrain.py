@@ -6,6 +6,7 @@ U-Net (depth 5, 8 filters) trained for 2 epochs on 32 px crops.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -57,9 +58,9 @@ def source(s3_store) -> Location:
     return write_dataset(splits, s3_store.location().join("raw"))
 
 
-def _config(tmp_path: Path, source: Location, storage: Location, mlflow_uri: str, **extra):
+def _config(tmp_path: Path, raw: Location, storage: Location, mlflow_uri: str, **extra):
     values = {
-        "source": source.url,
+        "source": raw.url,
         "storage_path": storage.url,
         "run_name": "nightly",
         "tracking_uri": mlflow_uri,
@@ -111,7 +112,7 @@ def test_killed_in_training_rerun_continues_and_unchanged_data_skips_everything(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 400
+        deadline = time.monotonic() + 900  # generous: the suite shares two cores
         while not pid_file.exists():
             assert proc.poll() is None, f"ended early:\n{log_path.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no epoch 2:\n{log_path.read_text()[-3000:]}"
@@ -194,3 +195,19 @@ def test_bad_configs_are_named_before_any_work(tmp_path, capsys, mlflow_uri, ext
     err = capsys.readouterr().err
     assert err.startswith("pix2pix retrain: error: ") and message in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_example_config_is_a_complete_retrain_config():
+    from pipelines.retrain import load_config
+
+    example = REPO / "infra" / "retrain.example.yaml"
+    values = yaml.safe_load(example.read_text())
+    cfg = load_config(argparse.Namespace(config=str(example)))
+    assert cfg.retrain.source == values["source"] and cfg.retrain.name == values["name"]
+    assert cfg.common.run_name == values["run_name"]
+    assert cfg.prepare.load_size == values["load_size"]
+    assert cfg.train.crop_size == values["crop_size"] and cfg.model.netG == values["netG"]
+    # one `metric` for the sweep and the promotion; one `seed` for prepare and training
+    assert cfg.tune.metric == values["metric"]
+    assert cfg.prepare.seed == cfg.train.seed
+    assert not cfg.sweeps  # its search_space is commented out: the train step trains
