@@ -14,7 +14,8 @@ can itself be multi-worker and multi-GPU. The sweep folder is `STORAGE_PATH/SWEE
 MLflow: the sweep is one parent run; each trial is a child run (created by the trial's
 training run). At the end the parent holds results.csv, the best trial's options as
 best_config.yaml (a `--config` for `pix2pix train`), its validation metrics, the tag
-`checkpoint_best`, and the best generator as the pyfunc model `runs:/<parent>/model`.
+`checkpoint_best`, and the best generator as a pyfunc model (its URI in the tag
+`pix2pix.model_uri`).
 
 Rerunning the same sweep name continues it with `Tuner.restore`: finished trials are kept,
 interrupted ones resume from their latest checkpoint.
@@ -61,8 +62,12 @@ SEARCH_ALGS = ("random", "optuna")
 # A trial's own process only builds the trainer and waits for it: a small CPU share keeps it
 # from taking a slot that Train workers or Ray Data tasks need (Tune needs a nonzero amount).
 TRIAL_DRIVER_CPUS = 0.2
-# CPUs left free of trials for Ray Data's read and decode tasks, which every trial feeds on.
-DATA_RESERVE_CPUS = 1.0
+# Whole CPUs a trial's Ray Data reads need. Ray Data (2.60) splits the CPUs that Train has not
+# reserved evenly, in whole CPUs, between the datasets being read at the time, and a read task
+# takes one; a trial reads its train and its val split. Measured here: on 4 logical CPUs two
+# concurrent one-worker trials both starved ("Cluster resources are not enough to run any
+# task") until a stale reservation expired minutes later; one at a time they run.
+DATA_CPUS_PER_TRIAL = 2.0
 
 # Train options a sweep cannot vary, and why.
 NOT_SEARCHABLE: dict[str, str] = {
@@ -132,7 +137,7 @@ class TuneResult:
     best_options: dict[str, Any]  # all its model and train options (a train --config)
     best_checkpoint: str  # URL of its best checkpoint
     best_metrics: dict[str, float]  # validation metrics of that checkpoint
-    model_uri: str  # the best generator logged in the parent run: runs:/<id>/model
+    model_uri: str  # the best generator, logged with the parent run (models:/m-...)
     num_trials: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,19 +231,26 @@ def load_space(sweep: TuneOptions, model: ModelOptions, opts: TrainOptions) -> S
     return parse_search_space(values, (model, opts), exclude=NOT_SEARCHABLE, source=source)
 
 
-def default_concurrency(opts: TrainOptions, use_gpu: bool, cpus_per_worker: float) -> int:
-    """How many trials the cluster's resources fit at once (at least one).
+def default_concurrency(
+    opts: TrainOptions,
+    use_gpu: bool,
+    cpus_per_worker: float,
+    resources: Mapping[str, float] | None = None,
+) -> int:
+    """How many trials the cluster's resources (default: Ray's now) fit at once; at least 1.
 
     Ray Tune does not count the Train workers a trial starts (they are Ray Train's own
-    placement group), so this is where the sweep keeps trials from waiting on each other:
-    each trial needs its driver share plus its workers, and a reserve stays free for the
-    Ray Data tasks that feed them.
+    placement group) nor its Ray Data reads, so this is where the sweep keeps trials from
+    starving each other: each takes its driver's share, its workers, and the whole CPUs
+    its reads need.
     """
-    import ray
+    if resources is None:
+        import ray
 
-    resources = ray.cluster_resources()
-    per_trial_cpus = TRIAL_DRIVER_CPUS + opts.num_workers * cpus_per_worker
-    fits = math.floor((resources.get("CPU", 0) - DATA_RESERVE_CPUS) / per_trial_cpus + 1e-9)
+        resources = ray.cluster_resources()
+    workers_cpus = opts.num_workers * cpus_per_worker
+    per_trial_cpus = TRIAL_DRIVER_CPUS + workers_cpus + DATA_CPUS_PER_TRIAL
+    fits = math.floor(resources.get("CPU", 0) / per_trial_cpus + 1e-9)
     if use_gpu:
         fits = min(fits, math.floor(resources.get("GPU", 0) / opts.num_workers))
     return max(1, fits)
@@ -392,7 +404,10 @@ def tune(
                 search_alg=search_alg,
                 scheduler=ASHAScheduler(
                     time_attr="epoch",
-                    max_t=max_epochs(space, model),
+                    # One past the last epoch: ASHA stops a trial that reaches max_t,
+                    # which would kill it before its run records its end; this way a
+                    # trial that trains to the end finishes on its own.
+                    max_t=max_epochs(space, model) + 1,
                     grace_period=sweep.grace_period,
                     reduction_factor=sweep.reduction_factor,
                 ),

@@ -33,6 +33,7 @@ REPORTED = ("val_L1", "val_PSNR", "val_SSIM")
 # The registry step reads the checkpoint of a run from this tag (pipelines.register),
 # train writes `pix2pix.best_checkpoint`; the sweep's runs carry both.
 CHECKPOINT_TAGS = ("checkpoint_best", "pix2pix.best_checkpoint")
+MODEL_URI_TAG = "pix2pix.model_uri"  # the best generator, logged in the parent run
 
 
 # --------------------------------------------------------------------------------------
@@ -163,6 +164,11 @@ def _trial_id(result: Any) -> str:
     return trial_id_of_dir(posixpath.basename(result.path.rstrip("/")))
 
 
+def _plain(value: Any) -> Any:
+    """A sampled value as a Python scalar (Tune samples NumPy ones; YAML refuses those)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -174,7 +180,7 @@ def trial_row(plan: SweepPlan, result: Any, max_epochs: int) -> TrialRow:
     run_folder = plan.trials_folder.join(plan.trial_run_name(trial_id))
     run_file = run_folder.join("run.json")
     run_id = run_file.read_json().get("mlflow_run_id") if run_file.exists() else None
-    config = {k: result.config[k] for k in plan.space.names if k in result.config}
+    config = {k: _plain(result.config[k]) for k in plan.space.names if k in result.config}
     rows = [] if result.metrics_dataframe is None else result.metrics_dataframe.to_dict("records")
     epochs = max((int(r["epoch"]) for r in rows if _finite(r.get("epoch"))), default=0)
     candidates = []
@@ -249,23 +255,24 @@ def _close_trial_run(client: Any, row: TrialRow) -> None:
 
 
 def _log_best_model(client: Any, plan: SweepPlan, best: TrialRow) -> str:
-    """The best generator as the parent run's pyfunc model (once per checkpoint)."""
+    """The best generator as a pyfunc model of the parent run (once per checkpoint)."""
     from pipelines.models import load_generator_from_uri
-    from pipelines.register import MODEL_NAME_IN_RUN, Lineage, log_generator_model
+    from pipelines.register import Lineage, log_generator_model
 
-    run = client.get_run(plan.parent_run_id)
-    if run.data.tags.get("pix2pix.model_checkpoint") == best.best_checkpoint:
-        return f"runs:/{plan.parent_run_id}/{MODEL_NAME_IN_RUN}"
+    tags = client.get_run(plan.parent_run_id).data.tags
+    if tags.get("pix2pix.model_checkpoint") == best.best_checkpoint and tags.get(MODEL_URI_TAG):
+        return tags[MODEL_URI_TAG]
     loaded = load_generator_from_uri(best.best_checkpoint, storage_options=plan.folder.options)
     lineage = Lineage(
         source=best.best_checkpoint,
         source_run_id=best.run_id,
-        dataset_fingerprint=run.data.tags.get("pix2pix.dataset_fingerprint"),
+        dataset_fingerprint=tags.get("pix2pix.dataset_fingerprint"),
         val_metrics={k.removeprefix("val_").lower(): v for k, v in best.best_metrics.items()},
     )
-    log_generator_model(loaded, lineage, plan.parent_run_id)
+    model_uri = log_generator_model(loaded, lineage, plan.parent_run_id)
+    client.set_tag(plan.parent_run_id, MODEL_URI_TAG, model_uri)
     client.set_tag(plan.parent_run_id, "pix2pix.model_checkpoint", best.best_checkpoint)
-    return f"runs:/{plan.parent_run_id}/{MODEL_NAME_IN_RUN}"
+    return model_uri
 
 
 def summarise(plan: SweepPlan, results: Any) -> TuneResult:  # results: ray.tune.ResultGrid
