@@ -174,9 +174,17 @@ def main() -> None:
         config, state = make_model(work / "generator.pt")
         print(f"{args.n} JPEGs of {SIZE}x{SIZE}, unet_256, eval mode")
 
+        # The load average says how much else ran on the machine during each measurement.
         e2e = end_to_end(work / "generator.pt", work / "src", work / "dst", args.batch_size, args.n)
+        loads = {"end to end": os.getloadavg()[0]}
         plain = plain_loop(config, state, paths, work / "plain")
+        loads["plain loop"] = os.getloadavg()[0]
         bare = bare_forward(config, state, args.n, args.batch_size)
+        loads["bare forward"] = os.getloadavg()[0]
+        print(
+            "load average (1 min) after each: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in loads.items())
+        )
 
     rows = [
         ("plain loop (batch 1, NCHW)", plain),
@@ -197,6 +205,7 @@ def main() -> None:
                     "plain_images_per_s": plain,
                     "bare_images_per_s": bare,
                     "end_to_end_images_per_s": e2e,
+                    "load_average_after": loads,
                 },
                 indent=2,
             )

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines import retrain_steps
 from pipelines.errors import UserError
 from pipelines.options import (
     CommonOptions,
@@ -47,6 +48,7 @@ from pipelines.options import (
 )
 from pipelines.prepare import PrepareOptions
 from pipelines.retrain_record import RetrainRecord
+from pipelines.retrain_steps import RetrainPlan
 from pipelines.steps import StepRunner
 from pipelines.storage import Location
 from pipelines.train_options import EXECUTION_ONLY, TrainOptions
@@ -193,20 +195,36 @@ def _sweep_settings(cfg: RetrainConfig) -> dict[str, Any]:
     return {"sweep": sweep, "space": read_yaml(cfg.tune.search_space)}
 
 
-def retrain(cfg: RetrainConfig, *, fault_hook: dict[str, Any] | None = None) -> RetrainSummary:
-    """Run (or continue) the workflow; returns what this invocation did.
+class _Steps:
+    """`StepRunner` plus what the invocation's record needs: which step is running, and
+    whether each one ran or was skipped."""
 
-    `fault_hook` is passed to training, for the fault-tolerance tests (see
-    `pipelines.train_faults`).
-    """
-    from mlflow import MlflowClient
+    def __init__(self, run_dir: Location, record: RetrainRecord):
+        self.runner = StepRunner(run_dir)
+        self.record = record
+        self.current = ""
 
-    from pipelines import retrain_steps as steps
+    def run(self, name: str, inputs: dict[str, Any], fn, after: str | None = None) -> dict:
+        self.current, ran = name, False
+
+        def call() -> dict:
+            nonlocal ran
+            ran = True
+            return fn()
+
+        result = self.runner.run(name, inputs, call, after=[after] if after else [])
+        self.record.step(name, "ran" if ran else "skipped")
+        return result
+
+    def fingerprint(self, name: str) -> str:
+        return self.runner.record(name)["fingerprint"]
+
+
+def _open(cfg: RetrainConfig) -> tuple[RetrainPlan, RetrainRecord, str]:
+    """Check the config, list the source, open the invocation: (plan, record, listing)."""
     from pipelines.prepare_sources import source_fingerprint
-    from pipelines.promote import current_champion
     from pipelines.tracking import resolve_tracking_uri
 
-    started = time.monotonic()
     _check(cfg)
     options = cfg.common.storage_options
     source = Location.parse(cfg.retrain.source, options)
@@ -220,13 +238,11 @@ def retrain(cfg: RetrainConfig, *, fault_hook: dict[str, Any] | None = None) -> 
         cfg.common, storage_path=storage.url, run_name=run_name, tracking_uri=tracking_uri
     )
     if cfg.sweeps:
-        sweep_settings = _sweep_settings(cfg)  # a missing or bad file fails here
         from pipelines.tune import load_space
 
-        load_space(cfg.tune, cfg.model, cfg.train)
-
+        load_space(cfg.tune, cfg.model, cfg.train)  # a missing or bad file fails here
     # Listing SOURCE is the one thing every run does: it tells whether the data changed.
-    source_files = source_fingerprint(source, cfg.prepare.layout)
+    listing = source_fingerprint(source, cfg.prepare.layout)
 
     record = RetrainRecord(run_dir, tracking_uri=tracking_uri, experiment=common.experiment)
     params = options_dict(cfg.retrain, cfg.prepare, cfg.model, cfg.train)
@@ -238,7 +254,7 @@ def retrain(cfg: RetrainConfig, *, fault_hook: dict[str, Any] | None = None) -> 
         f"({tracking_uri})",
         flush=True,
     )
-    plan = steps.RetrainPlan(
+    plan = RetrainPlan(
         run_name=run_name,
         run_dir=run_dir,
         source=source,
@@ -253,98 +269,109 @@ def retrain(cfg: RetrainConfig, *, fault_hook: dict[str, Any] | None = None) -> 
         eval_batch_size=cfg.retrain.eval_batch_size,
         ray_address=cfg.ray_address,
     )
-    runner = StepRunner(run_dir)
-    current = ""
+    return plan, record, listing
 
-    def step(name: str, inputs: dict[str, Any], fn, after: str | None = None) -> dict:
-        nonlocal current
-        current, ran = name, False
 
-        def call() -> dict:
-            nonlocal ran
-            ran = True
-            return fn()
+def _run_steps(
+    cfg: RetrainConfig,
+    plan: RetrainPlan,
+    run: _Steps,
+    listing: str,
+    fault_hook: dict[str, Any] | None,
+) -> dict[str, Any]:
+    # 1. prepare
+    prepared = run.run(
+        "prepare",
+        {"source": plan.source.url, "files": listing, "options": cfg.prepare},
+        lambda: retrain_steps.prepare(plan),
+    )
 
-        result = runner.run(name, inputs, call, after=[after] if after else [])
-        record.step(name, "ran" if ran else "skipped")
-        return result
-
-    try:
-        # 1. prepare
-        prepared = step(
-            "prepare",
-            {"source": source.url, "files": source_files, "options": cfg.prepare},
-            lambda: steps.prepare(plan),
+    # 2. train, or tune: the run's name follows the prepared data and what is learned
+    settings = _train_settings(cfg)
+    if cfg.sweeps:
+        trained_by = "tune"
+        settings |= _sweep_settings(cfg)
+        name = retrain_steps.training_name(plan, run.fingerprint("prepare"), settings)
+        trained = run.run(
+            "tune", settings, lambda: retrain_steps.tune(plan, name, cfg.tune), after="prepare"
         )
-        upstream = runner.record("prepare")["fingerprint"]
+    else:
+        trained_by = "train"
+        name = retrain_steps.training_name(plan, run.fingerprint("prepare"), settings)
+        trained = run.run(
+            "train",
+            settings,
+            lambda: retrain_steps.train(plan, name, fault_hook=fault_hook),
+            after="prepare",
+        )
 
-        # 2. train, or tune
-        if cfg.sweeps:
-            train_step = "tune"
-            settings = _train_settings(cfg) | sweep_settings
-            name = steps.training_name(plan, upstream, settings)
-            trained = step(
-                "tune",
-                settings,
-                lambda: steps.tune(plan, name, cfg.tune),
-                after="prepare",
-            )
-        else:
-            train_step = "train"
-            settings = _train_settings(cfg)
-            name = steps.training_name(plan, upstream, settings)
-            trained = step(
-                "train",
-                settings,
-                lambda: steps.train(plan, name, fault_hook=fault_hook),
-                after="prepare",
-            )
+    # 3. evaluate, on test; on val only where the source has no test split
+    split = "test" if prepared["counts"].get("test") else "val"
+    checkpoint = trained["outputs"]["checkpoint"]
 
-        # 3. evaluate, on test; val only where the source has no test split
-        split = "test"
-        if not prepared["counts"].get("test"):
-            split = "val"
+    def evaluate() -> dict[str, Any]:
+        if split == "val":
             print(
-                f"note: {source.url} has no test split; evaluating on val, which also chose "
-                "the best checkpoint, so the score is optimistic",
+                f"note: {plan.source.url} has no test split; evaluating on val, which also "
+                "chose the best checkpoint, so the score is optimistic",
                 flush=True,
             )
-        checkpoint = trained["outputs"]["checkpoint"]
-        evaluated = step(
-            "evaluate",
-            {"checkpoint": checkpoint, "split": split},
-            lambda: steps.evaluate(plan, checkpoint, split, trained.get("mlflow_run_id")),
-            after=train_step,
-        )
+        return retrain_steps.evaluate(plan, checkpoint, split, trained.get("mlflow_run_id"))
 
-        # 4. register, 5. promote
-        registered = step(
-            "register",
-            {"name": plan.name},
-            lambda: steps.register(plan, trained, evaluated),
-            after="evaluate",
-        )
-        version = registered["version"]
-        promoted = step(
-            "promote",
-            {"name": plan.name, "metric": plan.metric, "min_improvement": plan.min_improvement},
-            lambda: steps.promote(plan, version, split),
-            after="register",
-        )
+    evaluated = run.run(
+        "evaluate", {"checkpoint": checkpoint, "split": split}, evaluate, after=trained_by
+    )
+
+    # 4. register, 5. promote
+    registered = run.run(
+        "register",
+        {"name": plan.name},
+        lambda: retrain_steps.register(plan, trained, evaluated),
+        after="evaluate",
+    )
+    version = registered["version"]
+    promoted = run.run(
+        "promote",
+        {"name": plan.name, "metric": plan.metric, "min_improvement": plan.min_improvement},
+        lambda: retrain_steps.promote(plan, version, split),
+        after="register",
+    )
+    return {
+        "split": split,
+        "metrics": evaluated["metrics"],
+        "version": version,
+        "promoted": promoted["promoted"],
+    }
+
+
+def retrain(cfg: RetrainConfig, *, fault_hook: dict[str, Any] | None = None) -> RetrainSummary:
+    """Run (or continue) the workflow; returns what this invocation did.
+
+    `fault_hook` is passed to training, for the fault-tolerance tests (see
+    `pipelines.train_faults`).
+    """
+    from mlflow import MlflowClient
+
+    from pipelines.promote import current_champion
+
+    started = time.monotonic()
+    plan, record, listing = _open(cfg)
+    run = _Steps(plan.run_dir, record)
+    try:
+        outcome = _run_steps(cfg, plan, run, listing, fault_hook)
     except BaseException as err:
-        record.close("failed", f"retrain {run_name}: step {current} failed: {_brief(err)}")
+        record.close("failed", f"retrain {plan.run_name}: step {run.current} failed: {_brief(err)}")
         raise
-
     summary = RetrainSummary(
-        run_name=run_name,
-        run_folder=run_dir.url,
-        parent_run_id=parent_run_id,
+        run_name=plan.run_name,
+        run_folder=plan.run_dir.url,
+        parent_run_id=plan.parent_run_id,
         steps=dict(record.invocation["steps"]),
-        split=split,
-        metrics=evaluated["metrics"],
-        version=version,
-        promoted=promoted["promoted"],
-        champion=current_champion(MlflowClient(tracking_uri), plan.name),
+        split=outcome["split"],
+        metrics=outcome["metrics"],
+        version=outcome["version"],
+        promoted=outcome["promoted"],
+        champion=current_champion(MlflowClient(plan.common.tracking_uri), plan.name),
         seconds=time.monotonic() - started,
         name=plan.name,
     )

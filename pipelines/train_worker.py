@@ -46,7 +46,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     model_opts = ModelOptions(**config["model"])
     opts = TrainOptions(**config["options"])
     device = ray.train.torch.get_device()
-    _set_threads(device, ctx.get_local_world_size())
+    _setup_device(device, ctx.get_local_world_size())
 
     # 1. model and where it starts
     model = Pix2Pix(
@@ -56,7 +56,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         seed=opts.seed,
         **model_opts.training_config().to_dict(),
     )
-    start = _restore(model, config)
+    start = restore(model, config, ray.train.get_checkpoint())
     done, step = int(start.get("epoch", 0)), int(start.get("step", 0))
 
     # 2. data parallelism
@@ -191,11 +191,10 @@ def _report(
         )
 
 
-def _restore(model: Pix2Pix, config: dict[str, Any]) -> dict[str, Any]:
-    """Load the state this run continues from; returns its extra (epoch, step) and origin."""
-    import ray.train
-
-    own = ray.train.get_checkpoint()
+def restore(model: Pix2Pix, config: dict[str, Any], own) -> dict[str, Any]:
+    """Load the state this run continues from: `own` (the run's latest Ray Train checkpoint,
+    after a failure or on a rerun), else --resume_from. Returns the checkpoint's extra
+    (epoch, step, ...) and where it came from; {} for a fresh start."""
     if own is not None:
         data, where = checkpoints.read_ray_checkpoint(own), config["run_folder"]
     elif config["options"].get("resume_from"):
@@ -209,9 +208,12 @@ def _restore(model: Pix2Pix, config: dict[str, Any]) -> dict[str, Any]:
     return {**extra, "from": where}
 
 
-def _set_threads(device: torch.device, local_workers: int) -> None:
-    """Share this node's cores among its workers (Ray's CPU reservation is only a count)."""
+def _setup_device(device: torch.device, local_workers: int) -> None:
+    """Pin the GPU; or share this node's cores among its workers (Ray's CPU reservation is
+    only a count)."""
     if device.type == "cuda":
+        # Object collectives under NCCL (the sample grid) use the current device.
+        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # fixed image sizes: pick the fastest kernels
         return
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_workers, 1)))

@@ -265,7 +265,7 @@ def sweep_name(common: CommonOptions, data: Location) -> str:
     return name
 
 
-def _search_alg(
+def search_algorithm(
     sweep: TuneOptions, space: SearchSpace, seed: int, first: list[dict], concurrency: int
 ):
     """The search algorithm, limited to `concurrency` trials at once.
@@ -356,7 +356,7 @@ def tune(
     init_ray(ray_address)
     use_gpu, cpus_per_worker = _resources(opts)
     concurrency = sweep.max_concurrent_trials or default_concurrency(opts, use_gpu, cpus_per_worker)
-    search_alg = _search_alg(
+    search_alg = search_algorithm(
         sweep, space, opts.seed, baseline_point(space, model, opts), concurrency
     )
 

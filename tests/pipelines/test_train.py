@@ -258,3 +258,36 @@ def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp
     assert values["val_L1"] == pytest.approx(expected.compute()["l1"], abs=2e-3)
     assert np.isfinite(values["val_FID"]) and values["val_FID"] >= -1e-3
     assert len(rows) == 3 and rows[0][1].shape == (CROP, CROP, 3)
+
+
+def test_resume_from_a_checkpoint_folder_restores_the_training_state(tmp_path):
+    from pipelines.errors import UserError
+    from pipelines.train_worker import restore
+    from pix2pix_core import Pix2Pix
+
+    def build(model: ModelOptions, seed: int) -> Pix2Pix:
+        return Pix2Pix(model.generator_config(), model.discriminator_config(), "cpu", seed=seed)
+
+    trained = build(TINY, seed=0)
+    a = torch.rand(1, 3, CROP, CROP) * 2 - 1
+    trained.train_step(a, a)
+    trained.step_schedulers()
+    folder = tmp_path / "epoch_0001"
+    folder.mkdir()
+    checkpoints.write(str(folder), trained, {"epoch": 1, "step": 1})
+
+    config = {"options": {"resume_from": str(folder)}, "storage_options": {}}
+    fresh = build(TINY, seed=1)
+    start = restore(fresh, config, own=None)
+    assert start["epoch"] == 1 and start["from"] == str(folder)
+    for key, value in trained.generator_module.state_dict().items():
+        assert torch.equal(fresh.generator_module.state_dict()[key], value), key
+    assert fresh.current_lr == trained.current_lr
+    assert (
+        fresh.optimizer_D.state_dict()["state"].keys()
+        == trained.optimizer_D.state_dict()["state"].keys()
+    )
+
+    assert restore(build(TINY, seed=1), {"options": {}, "storage_options": {}}, own=None) == {}
+    with pytest.raises(UserError, match="epoch_0001"):
+        restore(build(replace(TINY, ngf=4), seed=1), config, own=None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import logging
 import os
@@ -30,7 +31,14 @@ from pipelines.errors import UserError
 from pipelines.options import CommonOptions, ModelOptions
 from pipelines.storage import Location
 from pipelines.train_options import TrainOptions
-from pipelines.tune import TuneOptions, default_concurrency, tune
+from pipelines.tune import (
+    TuneOptions,
+    baseline_point,
+    default_concurrency,
+    load_space,
+    search_algorithm,
+    tune,
+)
 
 ROOT = Path(__file__).parents[2]
 # The paper's space without the 286x286 ImageGAN, whose receptive field needs larger
@@ -247,3 +255,26 @@ def test_the_cli_rejects_a_bad_search_space_before_starting_anything(tmp_path, c
     err = capsys.readouterr().err
     assert f"pix2pix tune: error: {space}: 'lambda_l1' is not an option" in err
     assert "did you mean 'lambda_L1'?" in err
+
+
+def test_the_paper_configuration_is_the_first_trial_and_optuna_refuses_a_grid():
+    model, opts = ModelOptions(), TrainOptions()
+    space = load_space(TuneOptions(), model, opts)
+    first = baseline_point(space, model, opts)
+    assert first == [{"lambda_L1": 100.0, "patch_size": 70, "norm": "batch"}]
+    # Outside the space (or over a grid) there is no baseline trial.
+    assert baseline_point(space, dataclasses.replace(model, patch_size=34), opts) == []
+
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    random = search_algorithm(TuneOptions(), space, 0, first, 2)
+    assert isinstance(random, BasicVariantGenerator) and random.max_concurrent == 2
+    assert isinstance(
+        search_algorithm(TuneOptions(search_alg="optuna"), space, 0, first, 2), OptunaSearch
+    )
+    from pipelines.tune_space import parse_search_space
+
+    grid = parse_search_space({"norm": {"grid": ["batch", "instance"]}}, (model, opts))
+    with pytest.raises(UserError, match="optuna cannot search a grid"):
+        search_algorithm(TuneOptions(search_alg="optuna"), grid, 0, [], 2)
