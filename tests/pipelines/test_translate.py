@@ -220,16 +220,21 @@ def test_a_killed_run_and_its_rerun_leave_every_output_exactly_once(
         [sys.executable, "-m", "pipelines.cli", "translate", *argv, "--ray_address", address],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(log := open(tmp_path / "killed_run.log", "wb")),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
     )
     parts = dst / "_manifest" / "parts"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not (parts.exists() and any(parts.iterdir())) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
+        if proc.poll() is not None:
+            log.close()
+            tail = (tmp_path / "killed_run.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"the run ended before it could be killed:\n{tail}")
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    log.close()
+    assert parts.exists(), "no batch was done within 300 s"
     recorded = sum(len(p.read_text().splitlines()) for p in parts.iterdir())
     assert 0 < recorded < n, "the kill did not land mid-way"
 
