@@ -141,26 +141,42 @@ def write_model_files(folder: str, loaded: LoadedGenerator, lineage: Lineage) ->
 
 
 def log_generator_model(loaded: LoadedGenerator, lineage: Lineage, run_id: str) -> str:
-    """Log the pyfunc model into `run_id`; returns its model URI."""
+    """Log the pyfunc model into `run_id` (and its experiment's artifact store); returns
+    its model URI. The run's status is left as it is."""
+    from mlflow.entities import LoggedModelStatus
     from mlflow.models import Model
 
+    client = MlflowClient()
+    # Created explicitly: left to `Model.log`, the model would go to the active experiment
+    # (the default one in a plain process), not to the run's.
+    model = mlflow.initialize_logged_model(
+        name=MODEL_NAME_IN_RUN,
+        source_run_id=run_id,
+        tags=lineage.tags(),
+        experiment_id=client.get_run(run_id).info.experiment_id,
+    )
     core_dir = os.path.dirname(os.path.abspath(pix2pix_core.__file__))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = os.path.join(tmp, pyfunc_model.ARTIFACT)
-        write_model_files(folder, loaded, lineage)
-        info = Model.log(
-            artifact_path=None,
-            name=MODEL_NAME_IN_RUN,
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            python_model=os.path.abspath(pyfunc_model.__file__),
-            artifacts={pyfunc_model.ARTIFACT: folder},
-            code_paths=[core_dir],
-            signature=model_signature(),
-            input_example=input_example(),
-            pip_requirements=pip_requirements(),
-            tags=lineage.tags(),
-        )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = os.path.join(tmp, pyfunc_model.ARTIFACT)
+            write_model_files(folder, loaded, lineage)
+            info = Model.log(
+                artifact_path=None,
+                name=MODEL_NAME_IN_RUN,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=model.model_id,
+                python_model=os.path.abspath(pyfunc_model.__file__),
+                artifacts={pyfunc_model.ARTIFACT: folder},
+                code_paths=[core_dir],
+                signature=model_signature(),
+                input_example=input_example(),
+                pip_requirements=pip_requirements(),
+            )
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     return info.model_uri
 
 

@@ -235,6 +235,7 @@ def test_register_a_training_run_by_its_id(history, client, tmp_path, mlflow_uri
     assert "registered from-run version 1" in capsys.readouterr().out
     mv = client.get_model_version("from-run", "1")
     assert mv.run_id == run.info.run_id  # logged into the training run
+    assert list((tmp_path / "artifacts").rglob("generator.pt"))  # in its experiment's store
     assert client.get_run(run.info.run_id).info.status == "FINISHED"  # and left as it was
     assert mv.tags["source"] == str(epoch)
     assert mv.tags["source_run_id"] == run.info.run_id
