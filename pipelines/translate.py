@@ -269,7 +269,8 @@ def _pipeline(jobs, dst: Location, opts, common, loaded, runtime, actors, num_gp
     )
     model = {
         "config": loaded.config.to_dict(),
-        "state_dict": ray.put({k: v.cpu() for k, v in loaded.module.state_dict().items()}),
+        # As numpy arrays: Ray stores those without pickling (fast, zero-copy reads).
+        "state_dict": ray.put({k: v.cpu().numpy() for k, v in loaded.module.state_dict().items()}),
     }
     ds = ds.map_batches(
         Translator,

@@ -112,6 +112,8 @@ class Translator:
         state = model["state_dict"]
         if isinstance(state, ray.ObjectRef):
             state = ray.get(state)
+        # Copies: the object store's arrays are read-only, and torch wants writable memory.
+        state = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
         self.runtime = runtime
         self.model = prepare_generator(GeneratorConfig.from_dict(model["config"]), state, runtime)
         if runtime.compile:
