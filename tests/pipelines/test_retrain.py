@@ -143,8 +143,8 @@ def test_killed_in_training_rerun_continues_and_unchanged_data_skips_everything(
     client = MlflowClient(mlflow_uri)
     name = values["name"]
     versions = client.search_model_versions(f"name = '{name}'")
-    assert [v.version for v in versions] == ["1"]
-    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert [str(v.version) for v in versions] == ["1"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert versions[0].tags["retrain.run_folder"] == run_dir.url
 
     # The run folder and the MLflow parent run point at each other; the crashed attempt
