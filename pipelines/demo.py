@@ -119,12 +119,10 @@ def make_data(root: Path, num_pairs: int, size: int) -> Path:
 
 def _tracking(root: Path) -> str:
     """SQLite MLflow in the demo folder, its artifacts beside it (not in the working dir)."""
-    import mlflow
+    from pipelines.tracking import setup_mlflow
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlartifacts").as_uri())
+    setup_mlflow(uri, EXPERIMENT)
     return uri
 
 

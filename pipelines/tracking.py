@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from functools import cache
+from pathlib import Path
 
 import mlflow
 
@@ -22,6 +23,19 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def sqlite_artifact_location(uri: str) -> str | None:
+    """`mlartifacts/` beside a SQLite database, for experiments this project creates.
+
+    MLflow would otherwise put a SQLite store's artifacts in `./mlruns` of whatever the
+    working directory is, so a database moved or read from elsewhere loses its models.
+    None for other stores: a server decides where its artifacts go.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix) :]).parent / "mlartifacts").as_uri()
+
+
 def setup_mlflow(tracking_uri: str | None, experiment: str) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns its id.
 
@@ -34,7 +48,9 @@ def setup_mlflow(tracking_uri: str | None, experiment: str) -> str:
     if existing is not None:
         return existing.experiment_id
     try:
-        return mlflow.create_experiment(experiment)
+        return mlflow.create_experiment(
+            experiment, artifact_location=sqlite_artifact_location(uri)
+        )
     except mlflow.exceptions.MlflowException:
         # Created by a concurrent process between the lookup and the create.
         return mlflow.get_experiment_by_name(experiment).experiment_id

@@ -178,7 +178,7 @@ def _check_resumable(previous: dict[str, Any], current: dict[str, Any], folder: 
         )
 
 
-def _resources(opts: TrainOptions) -> tuple[bool, float]:
+def worker_resources(opts: TrainOptions) -> tuple[bool, float]:
     """GPU per worker when the cluster has enough of them; a CPU share that fits a laptop.
 
     Workers take a fractional CPU by default: on a 2-core machine whole CPUs for the
@@ -266,7 +266,7 @@ def plan_run(
     storage = Location.parse(common.storage_path, common.storage_options)
     folder = storage.join(name)
     init_ray(ray_address)
-    use_gpu, cpus = _resources(opts)
+    use_gpu, cpus = worker_resources(opts)
 
     current = identity(model, opts, fingerprint)
     run_file = folder.join(RUN_FILE)

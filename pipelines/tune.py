@@ -332,7 +332,7 @@ def tune(
     from ray.tune.schedulers import ASHAScheduler
 
     from pipelines.ray_runtime import init_ray
-    from pipelines.train import _resources
+    from pipelines.train import worker_resources
     from pipelines.tune_results import open_parent_run, summarise
 
     # 1. check everything a trial would reject before anything starts
@@ -354,7 +354,7 @@ def tune(
     )
     metric, mode = sweep.score
     init_ray(ray_address)
-    use_gpu, cpus_per_worker = _resources(opts)
+    use_gpu, cpus_per_worker = worker_resources(opts)
     concurrency = sweep.max_concurrent_trials or default_concurrency(opts, use_gpu, cpus_per_worker)
     search_alg = search_algorithm(
         sweep, space, opts.seed, baseline_point(space, model, opts), concurrency

@@ -35,7 +35,9 @@ class ImageMetrics(nn.Module):
                 f"fake {tuple(fake.shape)} and real {tuple(real.shape)} must be NCHW of one shape"
             )
         device = self.l1.device
-        fake, real = fake.to(device, torch.float32), real.to(device, torch.float32)
+        # contiguous: torchmetrics reshapes with .view, which channels_last tensors refuse.
+        fake = fake.to(device, torch.float32).contiguous()
+        real = real.to(device, torch.float32).contiguous()
         self.l1.update(fake, real)
         fake01, real01 = (fake.clamp(-1, 1) + 1) / 2, (real.clamp(-1, 1) + 1) / 2
         self.psnr.update(fake01, real01)

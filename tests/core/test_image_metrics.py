@@ -36,3 +36,14 @@ def test_moves_with_to_and_checks_shapes():
     metrics = ImageMetrics().to("cpu")
     with pytest.raises(ValueError, match="one shape"):
         metrics.update(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 8, 8))
+
+
+def test_channels_last_inputs_give_the_same_values():
+    real = torch.rand(2, 3, 32, 32) * 2 - 1
+    fake = (real + 0.2 * torch.rand_like(real)).clamp(-1, 1)
+    plain, channels_last = ImageMetrics(), ImageMetrics()
+    plain.update(fake, real)
+    channels_last.update(
+        fake.to(memory_format=torch.channels_last), real.to(memory_format=torch.channels_last)
+    )
+    assert channels_last.compute() == pytest.approx(plain.compute())
