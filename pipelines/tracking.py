@@ -48,9 +48,7 @@ def setup_mlflow(tracking_uri: str | None, experiment: str) -> str:
     if existing is not None:
         return existing.experiment_id
     try:
-        return mlflow.create_experiment(
-            experiment, artifact_location=sqlite_artifact_location(uri)
-        )
+        return mlflow.create_experiment(experiment, artifact_location=sqlite_artifact_location(uri))
     except mlflow.exceptions.MlflowException:
         # Created by a concurrent process between the lookup and the create.
         return mlflow.get_experiment_by_name(experiment).experiment_id

@@ -1,7 +1,5 @@
 """Where the project's MLflow helpers put the store and the artifacts."""
 
-from pathlib import Path
-
 import mlflow
 
 from pipelines.tracking import resolve_tracking_uri, setup_mlflow
