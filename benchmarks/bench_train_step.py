@@ -20,8 +20,6 @@ alike; rates come from the median step. Target on a 2-core CPU: optimised >= 1.5
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import machine  # benchmarks/machine.py, beside this script
 
 from pix2pix_core import DiscriminatorConfig, GeneratorConfig, Pix2Pix
 
@@ -40,22 +40,6 @@ VARIANTS = {
     "channels_last": {**BASELINE, "channels_last": True, "fused_adam": True},
     "optimised": {},
 }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), {gpu}; "
-        f"torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}"
-    )
 
 
 def sync(device: str) -> None:

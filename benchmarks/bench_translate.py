@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from machine import machine  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 from pipelines.sample_data import encode, make_pairs  # noqa: E402
 from pipelines.translate import TranslateOptions  # noqa: E402
 from pipelines.translate_model import Runtime, prepare_generator  # noqa: E402
@@ -46,19 +47,6 @@ from pix2pix_core.networks import init_weights  # noqa: E402
 
 SIZE = 256
 GFLOP_PER_IMAGE = 12.1  # one 256 x 256 unet_256 forward
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}"
 
 
 def make_images(folder: Path, n: int) -> list[Path]:

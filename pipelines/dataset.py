@@ -82,15 +82,10 @@ def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def read_prepared(dst: Location, split: str, *, decode: bool = True):  # -> ray.data.Dataset
-    """The prepared `split` as a Ray Dataset of `key`, `a`, `b` (decoded uint8 arrays).
-
-    With `decode=False` the rows keep every stored column, images still encoded.
-    """
-    import ray.data
-
-    info = read_info(dst)
-    counts = info.get("counts", {})
+def existing_split(dst: Location, split: str) -> Location:
+    """The folder of a prepared split that has rows; a UserError naming the splits there
+    are otherwise."""
+    counts = read_info(dst).get("counts", {})
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if not counts.get(split):
@@ -98,7 +93,17 @@ def read_prepared(dst: Location, split: str, *, decode: bool = True):  # -> ray.
         raise UserError(
             f"{dst.url} has no {split!r} split; it has: {', '.join(available) or 'nothing'}"
         )
-    loc = split_location(dst, split)
+    return split_location(dst, split)
+
+
+def read_prepared(dst: Location, split: str, *, decode: bool = True):  # -> ray.data.Dataset
+    """The prepared `split` as a Ray Dataset of `key`, `a`, `b` (decoded uint8 arrays).
+
+    With `decode=False` the rows keep every stored column, images still encoded.
+    """
+    import ray.data
+
+    loc = existing_split(dst, split)
     ds = ray.data.read_parquet(loc.path, filesystem=loc.arrow_fs, file_extensions=["parquet"])
     if not decode:
         return ds

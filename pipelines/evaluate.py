@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import torch
 
-from pipelines.dataset import SPLITS, decode_pairs, read_info, split_location
+from pipelines.dataset import decode_pairs, existing_split, read_info
 from pipelines.errors import UserError
 from pipelines.models import METRIC_NAMES, LoadedGenerator, load_generator_from_uri
 from pipelines.options import CommonOptions, add_options, load_options, option
@@ -57,15 +57,7 @@ def split_fingerprint(dst: Location, split: str) -> str:
 
 def iter_pairs(dst: Location, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches of `key`, `a`, `b` (uint8 N x H x W x 3) of a prepared split, in shard order."""
-    counts = read_info(dst).get("counts", {})
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    if not counts.get(split):
-        available = [s for s in SPLITS if counts.get(s)]
-        raise UserError(
-            f"{dst.url} has no {split!r} split; it has: {', '.join(available) or 'nothing'}"
-        )
-    loc = split_location(dst, split)
+    loc = existing_split(dst, split)
     shards = sorted(p for p in loc.fs.find(loc.path) if p.endswith(".parquet"))
     if not shards:
         raise UserError(f"{loc.url}: no Parquet shards; prepare the dataset again")

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from pipelines.dataset import PAIR_SCHEMA
+from pipelines.image_formats import sniff_format
 from pipelines.storage import Location
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -78,14 +79,6 @@ _MODE_NAMES = {
     "I;16N": "16-bit grayscale",
     "F": "32-bit float (clipped to 0-255)",
 }
-_SIGNATURES = {
-    b"\x89PNG": "PNG",
-    b"\xff\xd8\xff": "JPEG",
-    b"GIF8": "GIF",
-    b"BM": "BMP",
-    b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF",
-}
 
 
 class BadInput(Exception):
@@ -116,9 +109,9 @@ def pixel_limit(max_pixels: int) -> Iterator[None]:
 
 
 def _unidentified(data: bytes) -> BadInput:
-    for signature, fmt in _SIGNATURES.items():
-        if data.startswith(signature):
-            return BadInput(f"corrupt {fmt} file: Pillow cannot read its header")
+    fmt = sniff_format(data)
+    if fmt:
+        return BadInput(f"corrupt {fmt} file: Pillow cannot read its header")
     return BadInput(f"not an image: Pillow does not recognise the format (starts {data[:12]!r})")
 
 

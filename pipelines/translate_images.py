@@ -15,21 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipelines.image_formats import sniff_format
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 FORMATS = {"png": "PNG", "jpg": "JPEG"}
 JPEG_QUALITY = 95
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
-_SIGNATURES = {
-    b"\x89PNG": "PNG",
-    b"\xff\xd8\xff": "JPEG",
-    b"GIF8": "GIF",
-    b"BM": "BMP",
-    b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF",
-    b"RIFF": "WebP",
-}
 _ORIENTATION = 0x0112  # EXIF tag: how the camera was held
 
 
@@ -88,7 +81,7 @@ def decode(data: bytes, *, max_pixels: int, channels: int = 3, side: str = "full
     except BadImage:
         raise
     except UnidentifiedImageError:
-        kind = next((k for sig, k in _SIGNATURES.items() if data.startswith(sig)), None)
+        kind = sniff_format(data)
         if kind:
             raise BadImage(f"corrupt {kind}: the header cannot be read") from None
         raise BadImage("not an image (no decoder recognises the contents)") from None
