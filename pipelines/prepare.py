@@ -11,6 +11,7 @@ quarantined, always. The format written is described in `pipelines.dataset`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import time
@@ -271,15 +272,6 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.ray_runtime import init_ray
 
     init_ray(ray_opts.ray_address)
-    summary = prepare_dataset(
-        src,
-        dst,
-        layout=opts.layout,
-        direction=opts.direction,
-        load_size=opts.load_size,
-        val_fraction=opts.val_fraction,
-        seed=opts.seed,
-        max_pixels=opts.max_pixels,
-    )
+    summary = prepare_dataset(src, dst, **dataclasses.asdict(opts))
     print(summary.line)
     return 0

@@ -70,16 +70,7 @@ def prepare(plan: RetrainPlan) -> dict[str, Any]:
 
     plan.init_ray()
     opts = plan.prepare
-    summary = prepare_dataset(
-        plan.source,
-        plan.data,
-        layout=opts.layout,
-        direction=opts.direction,
-        load_size=opts.load_size,
-        val_fraction=opts.val_fraction,
-        seed=opts.seed,
-        max_pixels=opts.max_pixels,
-    )
+    summary = prepare_dataset(plan.source, plan.data, **dataclasses.asdict(opts))
     print(summary.line, flush=True)
     return {
         "outputs": {"data": summary.dst},
