@@ -5,7 +5,6 @@ over HTTP). With boto3 installed, a second experiment keeps its artifacts on the
 object store, reached by the client through `MLFLOW_S3_ENDPOINT_URL`.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -98,9 +97,6 @@ def test_remote_server_with_artifacts_served_by_the_server(server, data):
     assert list(artifacts.rglob("generator.pt"))  # uploaded through the server
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("boto3") is None, reason="MLflow's S3 artifact store needs boto3"
-)
 def test_remote_server_with_artifacts_on_object_storage(server, data, s3_store):
     assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == s3_store.endpoint_url
     uri, _ = server
