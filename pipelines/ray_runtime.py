@@ -24,4 +24,27 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         return
     if num_cpus is None:
         num_cpus = max(4, os.cpu_count() or 1)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        runtime_env={"worker_process_setup_hook": "pipelines.ray_runtime.quiet_ray_logs"},
+    )
+
+
+def quiet_ray_logs() -> None:
+    """Silence Ray Train's per-process chatter that LoggingConfig does not reach.
+
+    - Every `ray.train.report` logs the whole report at INFO, under a logger named by its
+      file path (so "ray.train" levels miss it): one screenful per epoch and rank.
+    - Ray Train's placement-group cleaner asks the State API, which a local Ray without a
+      dashboard does not serve, and warns every second for the whole run.
+
+    Runs in every worker process of a local Ray (a setup hook) and in each training
+    worker; a cluster serves the State API, so its cleaner stays quiet anyway.
+    """
+    from ray.train.v2._internal.execution import context
+    from ray.train.v2._internal.execution.controller import placement_group_cleaner
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    logging.getLogger(placement_group_cleaner.__name__).setLevel(logging.ERROR)

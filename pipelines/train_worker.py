@@ -41,6 +41,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from pipelines.ray_runtime import quiet_ray_logs
+
+    quiet_ray_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     model_opts = ModelOptions(**config["model"])
