@@ -19,7 +19,7 @@ COLUMNS = ("input", "output", "target")
 GRID_FILE, HTML_FILE = "grid.png", "report.html"
 GAP = 4  # pixels between cells
 HEADER = 24  # the band with the column titles
-LABEL_WIDTH = 150  # the column on the right: key and the row's own scores
+LABEL_WIDTH = 200  # the column on the right: key and the row's own scores (26 characters)
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
 
