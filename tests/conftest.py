@@ -53,6 +53,9 @@ os.environ.update(
     AWS_ENDPOINT_URL=f"http://127.0.0.1:{_S3_PORT}",
     MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{_S3_PORT}",
     RAY_USAGE_STATS_ENABLED="0",
+    # Ray Train's controller notices a finished or failed worker group at its next health
+    # check (every 2 s by default): tests run dozens of short trainings.
+    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
 )
 
 
