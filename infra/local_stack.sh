@@ -10,7 +10,7 @@
 # those plus 10000 (its gRPC ports). Data lives in DIR (default
 # ~/.local/share/pix2pix/local_stack): MLflow keeps runs in DIR/mlflow.db and serves
 # artifacts from DIR/mlartifacts; `--artifacts-destination s3://BUCKET/mlflow` keeps them
-# in SeaweedFS instead (that needs boto3 next to mlflow).
+# in SeaweedFS instead.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
