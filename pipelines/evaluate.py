@@ -108,7 +108,7 @@ def evaluate_model(
                     real_a, real_b = resize(real_a, (size, size)), resize(real_b, (size, size))
                 for start in range(0, len(real_a), chunk):
                     fake_b = module(real_a[start : start + chunk].to(device))
-                    metrics.update(fake_b.float().cpu().contiguous(), real_b[start : start + chunk])
+                    metrics.update(fake_b.float().cpu(), real_b[start : start + chunk])
     finally:
         torch.random.set_rng_state(generator_state)
     values = metrics.compute()
