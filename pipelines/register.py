@@ -91,7 +91,7 @@ def _val_metrics_of_run(run: Any) -> dict[str, float]:
     return {m: metrics[f"val_{m.upper()}"] for m in METRICS if f"val_{m.upper()}" in metrics}
 
 
-def _metric_names(metrics: Mapping[str, float]) -> dict[str, float]:
+def metric_names(metrics: Mapping[str, float]) -> dict[str, float]:
     """{l1, psnr, ssim} from keys as evaluate (`l1`) or training (`val_L1`) name them."""
     named = {k.lower().removeprefix("val_"): float(v) for k, v in metrics.items()}
     return {k: v for k, v in named.items() if k in METRICS}
@@ -238,7 +238,7 @@ def register_generator(
         source=checkpoint,
         source_run_id=run.info.run_id if run is not None else meta.get("source_run_id"),
         dataset_fingerprint=fingerprint,
-        val_metrics=_metric_names(val_metrics),
+        val_metrics=metric_names(val_metrics),
     )
 
     if run is not None:

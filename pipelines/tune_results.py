@@ -257,7 +257,7 @@ def _close_trial_run(client: Any, row: TrialRow) -> None:
 def _log_best_model(client: Any, plan: SweepPlan, best: TrialRow) -> str:
     """The best generator as a pyfunc model of the parent run (once per checkpoint)."""
     from pipelines.models import load_generator_from_uri
-    from pipelines.register import Lineage, log_generator_model
+    from pipelines.register import Lineage, log_generator_model, metric_names
 
     tags = client.get_run(plan.parent_run_id).data.tags
     if tags.get("pix2pix.model_checkpoint") == best.best_checkpoint and tags.get(MODEL_URI_TAG):
@@ -267,7 +267,7 @@ def _log_best_model(client: Any, plan: SweepPlan, best: TrialRow) -> str:
         source=best.best_checkpoint,
         source_run_id=best.run_id,
         dataset_fingerprint=tags.get("pix2pix.dataset_fingerprint"),
-        val_metrics={k.removeprefix("val_").lower(): v for k, v in best.best_metrics.items()},
+        val_metrics=metric_names(best.best_metrics),
     )
     model_uri = log_generator_model(loaded, lineage, plan.parent_run_id)
     client.set_tag(plan.parent_run_id, MODEL_URI_TAG, model_uri)
