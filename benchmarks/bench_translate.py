@@ -43,6 +43,7 @@ from pipelines.sample_data import encode, make_pairs  # noqa: E402
 from pipelines.translate import TranslateOptions  # noqa: E402
 from pipelines.translate_model import Runtime, prepare_generator  # noqa: E402
 from pix2pix_core import GeneratorConfig, build_generator, save_generator  # noqa: E402
+from pix2pix_core.memory import retain_freed_memory  # noqa: E402
 from pix2pix_core.networks import init_weights  # noqa: E402
 
 SIZE = 256
@@ -122,6 +123,7 @@ def bare_forward(
         autocast=DEVICE == "cuda",
     )
     torch.set_num_threads(threads)
+    retain_freed_memory()  # as the actor does (after the plain loop, which keeps the default)
     model = prepare_generator(config, state, runtime)
     x = torch.rand(batch_size, 3, SIZE, SIZE, device=DEVICE)
     x = x.contiguous(memory_format=torch.channels_last)

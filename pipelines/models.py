@@ -12,6 +12,8 @@
   is `official` (default: the official defaults, `unet_256`, batch norm, dropout).
 
 Every path ends in `pix2pix_core.checkpoint`, which reads with `weights_only=True`.
+MLflow is imported only for MLflow URIs: it takes seconds, which every file-model
+`translate` and `evaluate` would otherwise pay.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from typing import Any
 import torch
 
 from pipelines.errors import UserError
-from pipelines.pyfunc_model import ARTIFACT, SETTINGS_FILE, WEIGHTS_FILE
 from pipelines.storage import Location
 from pix2pix_core import GeneratorConfig
 from pix2pix_core.checkpoint import load_generator, load_official_generator
@@ -93,6 +94,8 @@ def _from_mlflow(uri: str) -> LoadedGenerator:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from pipelines.pyfunc_model import SETTINGS_FILE, WEIGHTS_FILE
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
@@ -112,6 +115,8 @@ def _from_mlflow(uri: str) -> LoadedGenerator:
 def _artifact_folder(local: str, uri: str) -> str:
     """The `generator` artifact folder inside a downloaded pyfunc model."""
     from mlflow.models import Model
+
+    from pipelines.pyfunc_model import ARTIFACT
 
     mlmodel = os.path.join(local, "MLmodel")
     if not os.path.exists(mlmodel):

@@ -30,6 +30,7 @@ from pipelines.train_validation import (
     validate,
 )
 from pix2pix_core import Pix2Pix, paired_random_jitter, to_tensor
+from pix2pix_core.memory import retain_freed_memory
 from pix2pix_core.training import LOSS_NAMES
 
 # Pairs held for local shuffling on each worker (on top of a random block order per epoch).
@@ -44,6 +45,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     from pipelines.ray_runtime import quiet_ray_logs
 
     quiet_ray_logs()
+    retain_freed_memory()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     model_opts = ModelOptions(**config["model"])

@@ -11,6 +11,10 @@ The pipeline streams, so memory stays flat however large the archive:
          + one manifest part per batch, after its outputs
       -> counts on the driver; the manifest folded into DST/_manifest/manifest.jsonl
 
+With GPUs the tasks overlap the forward. On CPUs, where the forward already uses every
+core, each actor reads, translates and writes its batch in series instead (`--io actor`,
+ReadTranslateWrite): tasks beside it would preempt torch's threads.
+
 Every input ends as an output or as a failure with a reason (inputs = written + failed);
 rerunning the same command skips what is done and retries what failed.
 """
@@ -37,6 +41,7 @@ from pipelines.storage import Location
 from pipelines.translate_images import FORMATS
 
 SIDES = ("A", "B", "full")
+IO_PLACES = ("auto", "tasks", "actor")
 DEFAULT_MAX_PIXELS = 2**26  # 8192 x 8192; tiles make the model's memory independent of it
 
 
@@ -69,6 +74,13 @@ class TranslateOptions:
         None, "CPUs (torch threads) per actor (default: 1 with GPUs, else the cores)"
     )
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "larger images are recorded as failed")
+    io: str = option(
+        "auto",
+        "where images are read, decoded, encoded and written: 'tasks' beside the model actors "
+        "(overlapping the forward), or in the 'actor', in series with it (default: tasks "
+        "with GPUs, actor on CPUs, where the forward already uses every core)",
+        choices=IO_PLACES,
+    )
 
     def __post_init__(self) -> None:
         for name in ("model", "input", "output"):
@@ -172,6 +184,10 @@ def _tiles(opts: TranslateOptions, loaded: Any) -> tuple[int, int]:
     return tile, overlap
 
 
+def _io_in_actor(opts: TranslateOptions, num_gpus: float) -> bool:
+    return opts.io == "actor" or (opts.io == "auto" and not num_gpus)
+
+
 def _eval_mode(opts: TranslateOptions, loaded: Any) -> bool:
     return opts.eval if opts.eval is not None else bool(loaded.eval_mode)
 
@@ -195,8 +211,9 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
     elif num_gpus:
         threads = 1
     else:
-        # The cores, less one logical CPU that the decode and write tasks keep.
-        threads = max(1, min(os.cpu_count() or 1, int(cpus) - 1) // actors)
+        # The cores, shared by the actors, less one logical CPU where tasks do the I/O.
+        spare = 0 if _io_in_actor(opts, num_gpus) else 1
+        threads = max(1, min(os.cpu_count() or 1, int(cpus) - spare) // actors)
     device = "cuda" if num_gpus else "cpu"
     tile, overlap = _tiles(opts, loaded)
     runtime = Runtime(
@@ -246,49 +263,59 @@ def _pipeline(jobs, dst: Location, opts, common, loaded, runtime, actors, num_gp
     import ray.data
 
     from pipelines.translate_io import encode_and_write, read_and_decode
-    from pipelines.translate_model import Translator
+    from pipelines.translate_model import ReadTranslateWrite, Translator
 
     rows = [{"url": j.url, "output": j.output} for j in jobs]
     # One block per batch: a block is what each stage hands on when it is done, so this is
     # the streaming granularity, and the most a killed run loses per in-flight task.
     ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / opts.batch_size))
+    read_args = {
+        "storage_options": dict(common.storage_options),
+        "max_pixels": opts.max_pixels,
+        "channels": loaded.config.input_nc,
+        "side": opts.input_side,
+        "tile": runtime.tile,
+        "mode": opts.mode,
+    }
+    write_args = {
+        "dst": dst.url,
+        "storage_options": dict(common.storage_options),
+        "fmt": opts.format,
+    }
+    model = {
+        "config": loaded.config.to_dict(),
+        # As numpy arrays: Ray stores those without pickling (fast, zero-copy reads).
+        "state_dict": ray.put({k: v.cpu().numpy() for k, v in loaded.module.state_dict().items()}),
+    }
+    actor_args = {
+        "batch_size": opts.batch_size,
+        "compute": ray.data.ActorPoolStrategy(size=actors),
+        "num_cpus": runtime.threads,
+        "num_gpus": num_gpus,
+    }
+    if _io_in_actor(opts, num_gpus):
+        return ds.map_batches(
+            ReadTranslateWrite,
+            fn_constructor_kwargs={
+                "model": model,
+                "runtime": runtime,
+                "read_args": read_args,
+                "write_args": write_args,
+            },
+            **actor_args,
+        )
     ds = ds.map_batches(
         read_and_decode,
         batch_size=opts.batch_size,
         # Half a CPU: decoding is light, and a resource shape unlike the actors' keeps Ray
         # Data from fusing it into them, where it would run in series with the forward.
         num_cpus=0.5,
-        fn_kwargs={
-            "storage_options": dict(common.storage_options),
-            "max_pixels": opts.max_pixels,
-            "channels": loaded.config.input_nc,
-            "side": opts.input_side,
-            "tile": runtime.tile,
-            "mode": opts.mode,
-        },
+        fn_kwargs=read_args,
     )
-    model = {
-        "config": loaded.config.to_dict(),
-        # As numpy arrays: Ray stores those without pickling (fast, zero-copy reads).
-        "state_dict": ray.put({k: v.cpu().numpy() for k, v in loaded.module.state_dict().items()}),
-    }
     ds = ds.map_batches(
-        Translator,
-        batch_size=opts.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_kwargs={"model": model, "runtime": runtime},
-        num_cpus=runtime.threads,
-        num_gpus=num_gpus,
+        Translator, fn_constructor_kwargs={"model": model, "runtime": runtime}, **actor_args
     )
-    return ds.map_batches(
-        encode_and_write,
-        batch_size=opts.batch_size,
-        fn_kwargs={
-            "dst": dst.url,
-            "storage_options": dict(common.storage_options),
-            "fmt": opts.format,
-        },
-    )
+    return ds.map_batches(encode_and_write, batch_size=opts.batch_size, fn_kwargs=write_args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -82,8 +82,9 @@ def load_generator(
     else:
         _check_format(payload, GENERATOR_FORMAT)
         cfg = GeneratorConfig.from_dict(json.loads(payload["generator_config"]))
-    net = build_generator(cfg)
-    net.load_state_dict(payload["netG"])
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced
+        net = build_generator(cfg)
+    net.load_state_dict(payload["netG"], assign=True)
     return net.to(device), cfg, json.loads(payload["extra"])
 
 

@@ -193,7 +193,8 @@ def test_official_weights_translate_exactly_like_the_same_weights_of_this_projec
 def test_a_folder_on_the_object_store(ray_cluster, capsys, tiny_model, s3_store):
     src, dst = s3_store.location(), s3_store.location()
     _write_inputs(src)
-    argv = ["--model", str(tiny_model[0]), "--input", src.url, "--output", dst.url]
+    # I/O in tasks beside the actor, as with GPUs (the local tests run it in the actor).
+    argv = ["--model", str(tiny_model[0]), "--input", src.url, "--output", dst.url, "--io", "tasks"]
     rc, output = _translate(capsys, *argv, "--storage_options", json.dumps(s3_store.options))
     assert rc == 0, output
     _check_outputs(src, dst, output)
