@@ -5,8 +5,9 @@ unet_256 generator (eval mode), in images per second:
 
 - plain loop: per image, Pillow open, resize to 256, one forward at batch 1 in PyTorch's
   default layout (NCHW) and thread count, save a PNG: what a script would do;
-- bare forward: the generator as the pipeline prepares it, at the pipeline's batch size,
-  on random tensors in a tight loop: the compute limit (12.1 GFLOP per 256 x 256 forward);
+- bare forward: the generator as the pipeline's actor prepares and runs it (freed memory
+  kept, pix2pix_core.memory), at the pipeline's batch size, on random tensors in a tight
+  loop: the compute limit (12.1 GFLOP per 256 x 256 forward);
 - end to end: the `pix2pix translate` command in a fresh process, Ray start-up, listing,
   decoding, writing and the manifest included.
 
@@ -15,7 +16,7 @@ forward. On a GPU the plain loop is bound by decoding and batch-1 launches and t
 should beat it by an order of magnitude.
 
     python benchmarks/bench_translate.py            # 1000 images
-    python benchmarks/bench_translate.py --n 200    # shorter, same rates
+    python benchmarks/bench_translate.py --n 200    # shorter; start-up weighs more
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -79,26 +79,17 @@ def make_model(path: Path) -> tuple[GeneratorConfig, dict]:
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
-    """CPU time used so far; RUSAGE_CHILDREN covers a finished subprocess and everything it
-    waited for (Ray's GCS, raylet, and the workers the raylet reaped)."""
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _sync() -> None:
     if DEVICE == "cuda":
         torch.cuda.synchronize()
 
 
-def plain_loop(
-    config: GeneratorConfig, state: dict, paths: list[Path], out: Path
-) -> tuple[float, float]:
+def plain_loop(config: GeneratorConfig, state: dict, paths: list[Path], out: Path) -> float:
     out.mkdir(parents=True, exist_ok=True)
     model = build_generator(config)
     model.load_state_dict(state)
     model.eval().to(DEVICE)
-    start, cpu = time.perf_counter(), cpu_seconds()
+    start = time.perf_counter()
     with torch.inference_mode():
         for path in paths:
             image = Image.open(path).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC)
@@ -106,12 +97,10 @@ def plain_loop(
             y = model(x.to(DEVICE) / 127.5 - 1.0)[0]
             pixels = ((y + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             Image.fromarray(pixels).save(out / f"{path.stem}.png")
-    return len(paths) / (time.perf_counter() - start), (cpu_seconds() - cpu) / len(paths)
+    return len(paths) / (time.perf_counter() - start)
 
 
-def bare_forward(
-    config: GeneratorConfig, state: dict, n: int, batch_size: int
-) -> tuple[float, float]:
+def bare_forward(config: GeneratorConfig, state: dict, n: int, batch_size: int) -> float:
     """The generator as the pipeline's actor prepares it (same Runtime defaults)."""
     threads = os.cpu_count() or 1
     runtime = Runtime(
@@ -132,15 +121,15 @@ def bare_forward(
     with torch.inference_mode(), amp:
         model(x)  # warm-up: oneDNN and cuDNN pick their kernels on the first call
         _sync()
-        start, cpu = time.perf_counter(), cpu_seconds()
+        start = time.perf_counter()
         for _ in range(batches):
             model(x)
         _sync()
     images = batches * batch_size
-    return images / (time.perf_counter() - start), (cpu_seconds() - cpu) / images
+    return images / (time.perf_counter() - start)
 
 
-def end_to_end(model: Path, src: Path, dst: Path, batch_size: int, n: int) -> tuple[float, float]:
+def end_to_end(model: Path, src: Path, dst: Path, batch_size: int, n: int) -> float:
     command = [
         sys.executable, "-m", "pipelines.cli", "translate",
         "--model", str(model), "--input", str(src), "--output", str(dst),
@@ -149,14 +138,13 @@ def end_to_end(model: Path, src: Path, dst: Path, batch_size: int, n: int) -> tu
     # Ray runs its workers at nice 15. On a dedicated machine that changes nothing; on a
     # shared one it alone would decide the comparison, so they run at 0 like the references.
     env = {**os.environ, "RAY_worker_niceness": "0"}
-    start, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
     if done.returncode != 0:
         raise SystemExit(f"pix2pix translate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     print("  " + done.stdout.strip().splitlines()[-1])
-    return n / seconds, cpu / n
+    return n / seconds
 
 
 def main() -> None:
@@ -195,18 +183,10 @@ def main() -> None:
         (f"bare forward (batch {args.batch_size})", bare),
         ("pix2pix translate, end to end", e2e),
     ]
-    for name, (rate, cpu) in rows:
-        print(
-            f"{name:<34} {rate:7.3f} images/s  {rate * GFLOP_PER_IMAGE:6.1f} GFLOP/s"
-            f"  {cpu:6.3f} CPU s/image"
-        )
-    print(f"end to end / plain loop:   {e2e[0] / plain[0]:.2f}x  (target >= 1.5x)")
-    print(f"end to end / bare forward: {e2e[0] / bare[0]:.0%}  (target >= 85%)")
-    # CPU time per image depends little on what else runs; wall-clock rates depend on it a lot.
-    print(
-        f"CPU time per image, bare forward / end to end: {bare[1] / e2e[1]:.0%}; "
-        f"plain loop / end to end: {plain[1] / e2e[1]:.2f}x"
-    )
+    for name, rate in rows:
+        print(f"{name:<34} {rate:7.3f} images/s  {rate * GFLOP_PER_IMAGE:6.1f} GFLOP/s")
+    print(f"end to end / plain loop:   {e2e / plain:.2f}x  (target >= 1.5x)")
+    print(f"end to end / bare forward: {e2e / bare:.0%}  (target >= 85%)")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -214,9 +194,7 @@ def main() -> None:
                     "machine": machine(),
                     "n": args.n,
                     "batch_size": args.batch_size,
-                    "plain": {"images_per_s": plain[0], "cpu_s_per_image": plain[1]},
-                    "bare": {"images_per_s": bare[0], "cpu_s_per_image": bare[1]},
-                    "end_to_end": {"images_per_s": e2e[0], "cpu_s_per_image": e2e[1]},
+                    "images_per_s": {"plain": plain, "bare": bare, "end_to_end": e2e},
                     "load_average_after": loads,
                 },
                 indent=2,
