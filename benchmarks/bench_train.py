@@ -32,12 +32,15 @@ from pipelines.options import CommonOptions, ModelOptions
 from pipelines.storage import Location
 from pipelines.train_options import TrainOptions
 from pix2pix_core import Pix2Pix
+from pix2pix_core.memory import retain_freed_memory
 
 CROP, LOAD = 256, 286
 
 
 def bare_step(model: ModelOptions, batch: int, steps: int) -> float:
-    """Images/s of `train_step` on random 256 x 256 batches (after one warm-up step)."""
+    """Images/s of `train_step` on random 256 x 256 batches (after one warm-up step), with
+    freed memory kept as in the training workers."""
+    retain_freed_memory()
     net = Pix2Pix(
         model.generator_config(),
         model.discriminator_config(),
