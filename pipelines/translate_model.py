@@ -140,8 +140,8 @@ class Translator:
     def _translate(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """uint8 H x W x C images -> translated uint8 images, one float image at a time."""
         rt = self.runtime
-        # Copies: torch wants writable memory, and the batch's buffers are read-only.
-        inputs = (to_tensor(a.copy()) for a in arrays)
+        # to_tensor copies the batch's read-only buffers itself.
+        inputs = (to_tensor(a) for a in arrays)
         outputs = translate_tiled(
             self._forward, inputs, tile=rt.tile, overlap=rt.overlap, batch_size=rt.batch_size
         )

@@ -15,10 +15,10 @@ RESIZE_MODES = ("bicubic", "bilinear")
 
 def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 NHWC (or one HWC image) -> float32 NCHW (or CHW) in [-1, 1]."""
-    if isinstance(images, np.ndarray):
-        # Arrays from Arrow are read-only, which torch warns about: copy only those.
-        images = torch.from_numpy(np.require(images, requirements=["C", "W"]))
     x = images
+    if isinstance(x, np.ndarray):
+        # Arrays from Arrow are read-only, which torch warns about: copy only those.
+        x = torch.from_numpy(np.require(x, requirements=["C", "W"]))
     if x.dtype != torch.uint8 or x.ndim not in (3, 4):
         raise ValueError(
             f"to_tensor expects uint8 images shaped NHWC or HWC, got {x.dtype} {tuple(x.shape)}"
