@@ -32,6 +32,22 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     )
 
 
+def cluster_cores() -> int:
+    """The CPU cores of the Ray cluster, for sizing CPU work.
+
+    The driver's node counts at most its own cores, since a local Ray is given more
+    logical CPUs than it has (init_ray); every other node counts its CPU resource.
+    """
+    here = ray.get_runtime_context().get_node_id()
+    cores = 0
+    for node in ray.nodes():
+        if not node["Alive"]:
+            continue
+        cpus = int(node["Resources"].get("CPU", 0))
+        cores += min(cpus, os.cpu_count() or 1) if node["NodeID"] == here else cpus
+    return max(1, cores)
+
+
 def quiet_ray_logs() -> None:
     """Silence Ray Train's per-process chatter that LoggingConfig does not reach.
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -68,10 +67,14 @@ class TranslateOptions:
         None, "eval mode: dropout off, batch-norm running stats (default: the model's setting)"
     )
     batch_size: int = option(8, "images (tiles, for large ones) per forward pass")
-    num_actors: int | None = option(None, "model actors (default: one per GPU, or 1 on CPU)")
+    num_actors: int | None = option(
+        None, "model actors (default: one per GPU; on CPUs, one per core / --num_cpus_per_actor)"
+    )
     num_gpus_per_actor: float | None = option(None, "GPUs per actor (default: 1 if any, else 0)")
     num_cpus_per_actor: int | None = option(
-        None, "CPUs (torch threads) per actor (default: 1 with GPUs, else the cores)"
+        None,
+        "CPUs (torch threads) per actor (default: 1; on CPUs with --num_actors, the cores "
+        "shared among the actors)",
     )
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "larger images are recorded as failed")
     io: str = option(
@@ -196,24 +199,36 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
     """Actors, devices and threads from the flags and what the cluster has."""
     import ray
 
+    from pipelines.ray_runtime import cluster_cores
     from pipelines.translate_model import Runtime
 
     resources = ray.cluster_resources()
-    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 1.0)
+    gpus, cpus = resources.get("GPU", 0.0), int(resources.get("CPU", 1))
     num_gpus = opts.num_gpus_per_actor
     if num_gpus is None:
         num_gpus = 1.0 if gpus >= 1 else 0.0
     if num_gpus > gpus:
         raise UserError(f"--num_gpus_per_actor {num_gpus:g}: the cluster has {gpus:g} GPUs")
-    actors = opts.num_actors or (max(1, int(gpus // num_gpus)) if num_gpus else 1)
-    if opts.num_cpus_per_actor:
-        threads = opts.num_cpus_per_actor
-    elif num_gpus:
-        threads = 1
+    if num_gpus:
+        actors = opts.num_actors or max(1, int(gpus // num_gpus))
+        threads = opts.num_cpus_per_actor or 1
     else:
-        # The cores, shared by the actors, less one logical CPU where tasks do the I/O.
+        # One single-threaded actor per core: on CPUs, processes that each run a whole
+        # forward outpace threads that split every layer and wait for each other at its
+        # end. With --io tasks, one logical CPU is left to the tasks.
         spare = 0 if _io_in_actor(opts, num_gpus) else 1
-        threads = max(1, min(os.cpu_count() or 1, int(cpus) - spare) // actors)
+        cores = max(1, min(cluster_cores(), cpus - spare))
+        if opts.num_actors:
+            actors = opts.num_actors
+            threads = opts.num_cpus_per_actor or max(1, cores // actors)
+        else:
+            threads = opts.num_cpus_per_actor or 1
+            actors = max(1, cores // threads)
+    if actors * threads > cpus:
+        raise UserError(
+            f"{actors} actors x {threads} CPUs need {actors * threads} CPUs; the cluster has "
+            f"{cpus} (see --num_actors, --num_cpus_per_actor)"
+        )
     device = "cuda" if num_gpus else "cpu"
     tile, overlap = _tiles(opts, loaded)
     runtime = Runtime(
@@ -268,7 +283,8 @@ def _pipeline(jobs, dst: Location, opts, common, loaded, runtime, actors, num_gp
     rows = [{"url": j.url, "output": j.output} for j in jobs]
     # One block per batch: a block is what each stage hands on when it is done, so this is
     # the streaming granularity, and the most a killed run loses per in-flight task.
-    ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / opts.batch_size))
+    blocks = math.ceil(len(rows) / opts.batch_size)
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
     read_args = {
         "storage_options": dict(common.storage_options),
         "max_pixels": opts.max_pixels,
@@ -289,7 +305,8 @@ def _pipeline(jobs, dst: Location, opts, common, loaded, runtime, actors, num_gp
     }
     actor_args = {
         "batch_size": opts.batch_size,
-        "compute": ray.data.ActorPoolStrategy(size=actors),
+        # No more actors than batches: each costs a process start and a model copy.
+        "compute": ray.data.ActorPoolStrategy(size=min(actors, blocks)),
         "num_cpus": runtime.threads,
         "num_gpus": num_gpus,
     }

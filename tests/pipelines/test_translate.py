@@ -295,3 +295,46 @@ def test_output_over_input_is_refused_before_any_work(capsys, tiny_model, tmp_pa
     )
     assert rc == 2
     assert "--output must not be --input" in output
+
+
+@pytest.mark.parametrize(
+    ("flags", "layout"),
+    [
+        ({}, "one single-threaded actor per core"),
+        ({"num_actors": 1}, "one actor with every core"),
+        ({"num_cpus_per_actor": 2}, "actors of two threads"),
+        ({"io": "tasks"}, "a logical CPU left to the tasks"),
+    ],
+)
+def test_cpu_actors_and_threads_fit_the_cores(ray_cluster, flags, layout):
+    from types import SimpleNamespace
+
+    from pipelines.options import ModelOptions
+    from pipelines.translate import TranslateOptions, _runtime
+
+    cpus = int(ray_cluster.cluster_resources()["CPU"])  # logical: 4, above the cores
+    cores = min(os.cpu_count() or 1, cpus)
+    opts = TranslateOptions(model="m", input="i", output="o", **flags)
+    loaded = SimpleNamespace(multiple=32, crop_size=TILE, eval_mode=True)
+    runtime, actors, num_gpus = _runtime(opts, ModelOptions(), loaded)
+    expected = {
+        "one single-threaded actor per core": (cores, 1),
+        "one actor with every core": (1, cores),
+        "actors of two threads": (max(1, cores // 2), 2),
+        "a logical CPU left to the tasks": (min(cores, cpus - 1), 1),
+    }[layout]
+    assert (actors, runtime.threads, num_gpus) == (*expected, 0)
+
+
+def test_more_actors_than_the_cluster_has_cpus_is_a_user_error(ray_cluster):
+    from types import SimpleNamespace
+
+    from pipelines.errors import UserError
+    from pipelines.options import ModelOptions
+    from pipelines.translate import TranslateOptions, _runtime
+
+    cpus = int(ray_cluster.cluster_resources()["CPU"])
+    opts = TranslateOptions(model="m", input="i", output="o", num_actors=cpus + 1)
+    loaded = SimpleNamespace(multiple=32, crop_size=TILE, eval_mode=True)
+    with pytest.raises(UserError, match=f"the cluster has {cpus}"):
+        _runtime(opts, ModelOptions(), loaded)
