@@ -68,7 +68,9 @@ class TranslateOptions:
     )
     batch_size: int = option(8, "images (tiles, for large ones) per forward pass")
     num_actors: int | None = option(
-        None, "model actors (default: one per GPU; on CPUs, one per core / --num_cpus_per_actor)"
+        None,
+        "model actors (default: one per GPU; on CPUs, one per core / --num_cpus_per_actor, "
+        "as many as the cluster's memory holds)",
     )
     num_gpus_per_actor: float | None = option(None, "GPUs per actor (default: 1 if any, else 0)")
     num_cpus_per_actor: int | None = option(
@@ -195,6 +197,46 @@ def _eval_mode(opts: TranslateOptions, loaded: Any) -> bool:
     return opts.eval if opts.eval is not None else bool(loaded.eval_mode)
 
 
+# What a CPU model actor holds besides the model: Python, torch, Ray and Ray Data loaded.
+ACTOR_RUNTIME_BYTES = 384 * 2**20
+# Activations of a unet_256 forward, per input pixel, with some headroom (about 32 MiB for
+# a 256 x 256 tile).
+ACTIVATION_BYTES_PER_PIXEL = 512
+
+
+def actor_bytes(module: Any, batch_size: int, tile: int) -> int:
+    """About the memory of one CPU model actor: runtime, weights, one batch of tiles.
+
+    The weights count three times: as received, as laid out for the forward (batch norm
+    folded, channels-last) and in freed memory the allocator keeps for reuse.
+    """
+    weights = sum(p.numel() * p.element_size() for p in module.parameters())
+    return ACTOR_RUNTIME_BYTES + 3 * weights + batch_size * tile * tile * ACTIVATION_BYTES_PER_PIXEL
+
+
+def cpu_layout(
+    cores: int,
+    *,
+    actors: int | None,
+    threads: int | None,
+    memory: float | None,
+    actor_bytes: int,
+) -> tuple[int, int]:
+    """(actors, torch threads each) for model actors on CPUs.
+
+    By default one single-threaded actor per core: processes that each run a whole forward
+    outpace threads that split every layer and wait for each other at its end. Each actor
+    holds a copy of the model, so the default count also fits the cluster's memory.
+    """
+    if actors:
+        return actors, threads or max(1, cores // actors)
+    threads = threads or 1
+    actors = max(1, cores // threads)
+    if memory:
+        actors = max(1, min(actors, int(memory // actor_bytes)))
+    return actors, threads
+
+
 def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
     """Actors, devices and threads from the flags and what the cluster has."""
     import ray
@@ -209,28 +251,25 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
         num_gpus = 1.0 if gpus >= 1 else 0.0
     if num_gpus > gpus:
         raise UserError(f"--num_gpus_per_actor {num_gpus:g}: the cluster has {gpus:g} GPUs")
+    tile, overlap = _tiles(opts, loaded)
     if num_gpus:
         actors = opts.num_actors or max(1, int(gpus // num_gpus))
         threads = opts.num_cpus_per_actor or 1
     else:
-        # One single-threaded actor per core: on CPUs, processes that each run a whole
-        # forward outpace threads that split every layer and wait for each other at its
-        # end. With --io tasks, one logical CPU is left to the tasks.
-        spare = 0 if _io_in_actor(opts, num_gpus) else 1
-        cores = max(1, min(cluster_cores(), cpus - spare))
-        if opts.num_actors:
-            actors = opts.num_actors
-            threads = opts.num_cpus_per_actor or max(1, cores // actors)
-        else:
-            threads = opts.num_cpus_per_actor or 1
-            actors = max(1, cores // threads)
+        spare = 0 if _io_in_actor(opts, num_gpus) else 1  # a logical CPU for I/O tasks
+        actors, threads = cpu_layout(
+            max(1, min(cluster_cores(), cpus - spare)),
+            actors=opts.num_actors,
+            threads=opts.num_cpus_per_actor,
+            memory=resources.get("memory"),
+            actor_bytes=actor_bytes(loaded.module, opts.batch_size, tile),
+        )
     if actors * threads > cpus:
         raise UserError(
             f"{actors} actors x {threads} CPUs need {actors * threads} CPUs; the cluster has "
             f"{cpus} (see --num_actors, --num_cpus_per_actor)"
         )
     device = "cuda" if num_gpus else "cpu"
-    tile, overlap = _tiles(opts, loaded)
     runtime = Runtime(
         device=device,
         threads=threads,

@@ -315,7 +315,9 @@ def test_cpu_actors_and_threads_fit_the_cores(ray_cluster, flags, layout):
     cpus = int(ray_cluster.cluster_resources()["CPU"])  # logical: 4, above the cores
     cores = min(os.cpu_count() or 1, cpus)
     opts = TranslateOptions(model="m", input="i", output="o", **flags)
-    loaded = SimpleNamespace(multiple=32, crop_size=TILE, eval_mode=True)
+    loaded = SimpleNamespace(
+        multiple=32, crop_size=TILE, eval_mode=True, module=build_generator(_tiny_config())
+    )
     runtime, actors, num_gpus = _runtime(opts, ModelOptions(), loaded)
     expected = {
         "one single-threaded actor per core": (cores, 1),
@@ -335,6 +337,8 @@ def test_more_actors_than_the_cluster_has_cpus_is_a_user_error(ray_cluster):
 
     cpus = int(ray_cluster.cluster_resources()["CPU"])
     opts = TranslateOptions(model="m", input="i", output="o", num_actors=cpus + 1)
-    loaded = SimpleNamespace(multiple=32, crop_size=TILE, eval_mode=True)
+    loaded = SimpleNamespace(
+        multiple=32, crop_size=TILE, eval_mode=True, module=build_generator(_tiny_config())
+    )
     with pytest.raises(UserError, match=f"the cluster has {cpus}"):
         _runtime(opts, ModelOptions(), loaded)
