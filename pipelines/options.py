@@ -27,6 +27,7 @@ import yaml
 
 from pipelines.errors import UserError
 from pix2pix_core import DiscriminatorConfig, GeneratorConfig, TrainingConfig
+from pix2pix_core.training import COMPILE_MODES
 
 T = TypeVar("T")
 
@@ -98,6 +99,11 @@ class ModelOptions:
     channels_last: bool | None = option(None, "channels_last memory format (default: auto)")
     autocast: bool | None = option(None, "bf16 autocast (default: on CUDA only)")
     compile: bool = option(False, "torch.compile the networks")
+    compile_mode: str = option(
+        _default(TrainingConfig, "compile_mode"),
+        "torch.compile mode; reduce-overhead replays CUDA graphs (for launch-bound steps)",
+        choices=COMPILE_MODES,
+    )
 
     def generator_config(self) -> GeneratorConfig:
         return _core(
@@ -133,6 +139,7 @@ class ModelOptions:
             channels_last=self.channels_last,
             autocast=self.autocast,
             compile=self.compile,
+            compile_mode=self.compile_mode,
         )
 
     @property
@@ -150,7 +157,14 @@ def _core(cls: type[T], **kwargs: Any) -> T:
     try:
         return cls(**kwargs)
     except (ValueError, KeyError, TypeError) as err:
-        raise UserError(str(err).strip("'\"")) from None
+        raise UserError(_message(err)) from None
+
+
+def _message(err: Exception) -> str:
+    """The error's text; a KeyError's str() quotes its message, so take it bare."""
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    return str(err)
 
 
 # --------------------------------------------------------------------------------------
@@ -276,7 +290,7 @@ def load_options(
         try:
             built.append(cls(**values))
         except (ValueError, KeyError) as err:
-            raise UserError(str(err).strip("'\"")) from None
+            raise UserError(_message(err)) from None
     return tuple(built)
 
 

@@ -135,6 +135,8 @@ def test_config_dict_round_trips_through_json():
         ({"beta1": 1.5}, "1.5"),
         ({"epoch_count": 0}, "0"),
         ({"channels_last": "yes"}, "'yes'"),
+        ({"compile": True, "compile_mode": "fast"}, "'fast'"),
+        ({"compile_mode": "reduce-overhead"}, "set compile too"),
     ],
 )
 def test_bad_training_configs_name_the_bad_value(options, bad):

@@ -61,6 +61,9 @@ def test_bad_model_value_is_reported_by_the_core_config():
     (model,) = _parse(["--patch_size", "33"], ModelOptions)
     with pytest.raises(UserError, match="33"):
         model.validate()
+    (model,) = _parse(["--compile_mode", "reduce-overhead"], ModelOptions)
+    with pytest.raises(UserError, match=r"set compile too \(--compile\), got 'reduce-overhead'$"):
+        model.validate()
 
 
 def test_yaml_must_be_a_mapping(tmp_path):

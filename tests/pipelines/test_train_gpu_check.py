@@ -30,6 +30,7 @@ def test_gpu_check_runs_on_cpu_with_tiny_settings(ray_cluster, tmp_path, capsys)
     assert status["channels_last matches NCHW (fp32)"] == "PASS"
     assert status["bf16 autocast close to fp32"] == ("PASS" if cuda else "SKIP")
     assert status["torch.compile matches eager"] == ("PASS" if cuda else "SKIP")
+    assert status["CUDA graphs match eager"] == ("PASS" if cuda else "SKIP")
     trainer = [name for name in status if name.startswith("TorchTrainer")]
     assert len(trainer) == 1 and status[trainer[0]] == "PASS"
 
