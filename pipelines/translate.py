@@ -220,7 +220,7 @@ def cpu_layout(
     actors: int | None,
     threads: int | None,
     memory: float | None,
-    actor_bytes: int,
+    bytes_per_actor: int,
 ) -> tuple[int, int]:
     """(actors, torch threads each) for model actors on CPUs.
 
@@ -233,7 +233,7 @@ def cpu_layout(
     threads = threads or 1
     actors = max(1, cores // threads)
     if memory:
-        actors = max(1, min(actors, int(memory // actor_bytes)))
+        actors = max(1, min(actors, int(memory // bytes_per_actor)))
     return actors, threads
 
 
@@ -262,7 +262,7 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
             actors=opts.num_actors,
             threads=opts.num_cpus_per_actor,
             memory=resources.get("memory"),
-            actor_bytes=actor_bytes(loaded.module, opts.batch_size, tile),
+            bytes_per_actor=actor_bytes(loaded.module, opts.batch_size, tile),
         )
     if actors * threads > cpus:
         raise UserError(

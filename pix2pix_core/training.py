@@ -354,8 +354,11 @@ class Pix2Pix:
                 with torch.no_grad():
                     for buffer, value in zip(net.buffers(), saved, strict=True):
                         buffer.copy_(value)
-        fake_b = fake_b.float().contiguous()
-        return fake_b.clone() if self._cuda_graphs else fake_b
+        # One copy at most: a forced one out of the CUDA graph's memory, else only where the
+        # dtype or the layout changes.
+        return fake_b.to(
+            torch.float32, memory_format=torch.contiguous_format, copy=self._cuda_graphs
+        )
 
     def _new_step(self) -> None:
         if self._cuda_graphs:

@@ -297,6 +297,15 @@ def test_output_over_input_is_refused_before_any_work(capsys, tiny_model, tmp_pa
     assert "--output must not be --input" in output
 
 
+def _loaded_tiny_model():
+    """What _runtime reads of a loaded model: its tile, eval mode and weights."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        multiple=32, crop_size=TILE, eval_mode=True, module=build_generator(_tiny_config())
+    )
+
+
 @pytest.mark.parametrize(
     ("flags", "layout"),
     [
@@ -307,18 +316,13 @@ def test_output_over_input_is_refused_before_any_work(capsys, tiny_model, tmp_pa
     ],
 )
 def test_cpu_actors_and_threads_fit_the_cores(ray_cluster, flags, layout):
-    from types import SimpleNamespace
-
     from pipelines.options import ModelOptions
     from pipelines.translate import TranslateOptions, _runtime
 
     cpus = int(ray_cluster.cluster_resources()["CPU"])  # logical: 4, above the cores
     cores = min(os.cpu_count() or 1, cpus)
     opts = TranslateOptions(model="m", input="i", output="o", **flags)
-    loaded = SimpleNamespace(
-        multiple=32, crop_size=TILE, eval_mode=True, module=build_generator(_tiny_config())
-    )
-    runtime, actors, num_gpus = _runtime(opts, ModelOptions(), loaded)
+    runtime, actors, num_gpus = _runtime(opts, ModelOptions(), _loaded_tiny_model())
     expected = {
         "one single-threaded actor per core": (cores, 1),
         "one actor with every core": (1, cores),
@@ -329,16 +333,11 @@ def test_cpu_actors_and_threads_fit_the_cores(ray_cluster, flags, layout):
 
 
 def test_more_actors_than_the_cluster_has_cpus_is_a_user_error(ray_cluster):
-    from types import SimpleNamespace
-
     from pipelines.errors import UserError
     from pipelines.options import ModelOptions
     from pipelines.translate import TranslateOptions, _runtime
 
     cpus = int(ray_cluster.cluster_resources()["CPU"])
     opts = TranslateOptions(model="m", input="i", output="o", num_actors=cpus + 1)
-    loaded = SimpleNamespace(
-        multiple=32, crop_size=TILE, eval_mode=True, module=build_generator(_tiny_config())
-    )
     with pytest.raises(UserError, match=f"the cluster has {cpus}"):
-        _runtime(opts, ModelOptions(), loaded)
+        _runtime(opts, ModelOptions(), _loaded_tiny_model())

@@ -222,19 +222,22 @@ GIB = 2**30
 def test_cpu_actors_default_to_one_single_threaded_actor_per_core():
     from pipelines.translate import cpu_layout
 
-    layout = cpu_layout(16, actors=None, threads=None, memory=64 * GIB, actor_bytes=GIB)
+    layout = cpu_layout(16, actors=None, threads=None, memory=64 * GIB, bytes_per_actor=GIB)
     assert layout == (16, 1)
-    assert cpu_layout(16, actors=None, threads=4, memory=64 * GIB, actor_bytes=GIB) == (4, 4)
-    assert cpu_layout(16, actors=2, threads=None, memory=64 * GIB, actor_bytes=GIB) == (2, 8)
+    assert cpu_layout(16, actors=None, threads=4, memory=64 * GIB, bytes_per_actor=GIB) == (4, 4)
+    assert cpu_layout(16, actors=2, threads=None, memory=64 * GIB, bytes_per_actor=GIB) == (2, 8)
 
 
 def test_the_default_actor_count_fits_the_memory():
     from pipelines.translate import cpu_layout
 
-    assert cpu_layout(16, actors=None, threads=None, memory=6.5 * GIB, actor_bytes=GIB) == (6, 1)
-    assert cpu_layout(16, actors=None, threads=None, memory=0.5 * GIB, actor_bytes=GIB) == (1, 1)
+    def layout(memory: float, actors: int | None = None, threads: int | None = None):
+        return cpu_layout(16, actors=actors, threads=threads, memory=memory, bytes_per_actor=GIB)
+
+    assert layout(6.5 * GIB) == (6, 1)
+    assert layout(0.5 * GIB) == (1, 1)
     # What the user asks for, the user gets.
-    assert cpu_layout(16, actors=12, threads=1, memory=6.5 * GIB, actor_bytes=GIB) == (12, 1)
+    assert layout(6.5 * GIB, actors=12, threads=1) == (12, 1)
 
 
 def test_the_actor_estimate_covers_what_a_unet_256_actor_was_measured_to_hold():

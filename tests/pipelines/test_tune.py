@@ -159,7 +159,7 @@ def test_a_sweep_interrupted_after_two_trials_continues_and_records_the_best(
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     children = _children(client, experiment_name, result.parent_run_id)
-    assert len(children) == 3
+    assert len(children) == SWEEP_FLAGS["num_samples"]
     assert {c.info.status for c in children} == {"FINISHED"}
     assert result.best_run_id in {c.info.run_id for c in children}
     for child in children:
@@ -167,7 +167,7 @@ def test_a_sweep_interrupted_after_two_trials_continues_and_records_the_best(
 
     # The results table: a row per trial, the best of them is the sweep's best.
     table = list(csv.DictReader(io.StringIO(_artifact_text(result.parent_run_id, "results.csv"))))
-    assert len(table) == 3
+    assert len(table) == SWEEP_FLAGS["num_samples"]
     assert {row["status"] for row in table} <= {"finished", "stopped early"}
     best_l1 = min(float(row["val_L1"]) for row in table)
     assert result.metric == "val_L1"
@@ -199,7 +199,8 @@ def test_a_sweep_interrupted_after_two_trials_continues_and_records_the_best(
     again = tune(model, opts, common, sweep)
     assert again.best_checkpoint == result.best_checkpoint
     assert again.parent_run_id == result.parent_run_id
-    assert len(_children(client, experiment_name, result.parent_run_id)) == 3
+    children = _children(client, experiment_name, result.parent_run_id)
+    assert len(children) == SWEEP_FLAGS["num_samples"]
 
 
 def _tail(path: Path) -> str:
