@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from pipelines.errors import UserError
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         top.error(f"unknown verb {verb!r}; choose one of: {', '.join(VERBS)}")
     module_name, description = VERBS[verb]
+    if not sys.stdout.isatty():
+        # In a log file a progress bar is one long line of carriage returns.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"pix2pix {verb}", description=description)
     module.add_arguments(parser)

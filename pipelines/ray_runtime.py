@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import ray
 
@@ -55,6 +56,8 @@ def quiet_ray_logs() -> None:
       file path (so "ray.train" levels miss it): one screenful per epoch and rank.
     - Ray Train's placement-group cleaner asks the State API, which a local Ray without a
       dashboard does not serve, and warns every second for the whole run.
+    - Ray Train's dataset manager sets an option Ray Data has deprecated, and Ray Data
+      warns about it on every run; nothing a user can change.
 
     Runs in every worker process of a local Ray (a setup hook) and in each training
     worker; a cluster serves the State API, so its cleaner stays quiet anyway.
@@ -68,3 +71,4 @@ def quiet_ray_logs() -> None:
     logging.getLogger(
         "ray.train.v2._internal.execution.controller.placement_group_cleaner"
     ).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"`ExecutionOptions\.exclude_resources`")

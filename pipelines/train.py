@@ -360,6 +360,9 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()):  # -> TorchT
     opts = run.options
     # A new random block order each epoch; workers shuffle locally on top of it.
     train_ds = read_prepared(run.data, "train").select_columns(["a", "b"]).randomize_block_order()
+    # The epoch line is the progress display: Ray Data's bars, redrawn by each worker's
+    # split of every epoch, would bury it.
+    train_ds.context.enable_progress_bars = False
     config = worker_config(run)
     config["val_pairs"] = ray.put(read_val_pairs(run.data, opts.num_val))
     return TorchTrainer(

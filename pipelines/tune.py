@@ -186,7 +186,6 @@ def _with_values(
 
 def pix2pix_trial(config: dict[str, Any], plan: SweepPlan) -> None:
     """Train one configuration with the same TorchTrainer as `pix2pix train`."""
-    import ray.data
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -210,9 +209,6 @@ def pix2pix_trial(config: dict[str, Any], plan: SweepPlan) -> None:
             {**done.best_metrics, "epoch": done.epochs, "checkpoint_path": done.best_checkpoint}
         )
         return
-    # Tune's trial table is the sweep's progress display; Ray Data's bars from several
-    # trials at once would interleave into noise.
-    ray.data.DataContext.get_current().enable_progress_bars = False
     result = build_trainer(run, callbacks=[TuneReportCallback()]).fit()
     finish_run(run, result)
 

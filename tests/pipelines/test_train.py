@@ -89,9 +89,10 @@ class WorkerKiller:
 
 
 def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
-    prepared, s3_store, mlflow_uri, experiment_name
+    prepared, s3_store, mlflow_uri, experiment_name, capfd
 ):
-    """2 workers x 3 epochs to S3: checkpoints, MLflow, falling losses, generator rebuilt."""
+    """2 workers x 3 epochs to S3: checkpoints, MLflow, falling losses, generator rebuilt;
+    one progress line per epoch, not buried under Ray Data's bars."""
     from mlflow import MlflowClient
 
     storage = s3_store.location("runs")
@@ -101,6 +102,13 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     # eval mode: validation is deterministic, so a rebuilt generator must reproduce it.
     opts = _opts(prepared, eval=True, keep_best=2)
     result = train(model, opts, _common(storage, mlflow_uri, experiment_name, "s3-run"))
+
+    # progress: the epoch lines (rank 0's), without the data pipeline's bars of each epoch
+    printed = capfd.readouterr()
+    printed = printed.out + printed.err
+    assert "epoch 1/3 | G_GAN" in printed and "epoch 2/3 | G_GAN" in printed
+    assert "Running Dataset" not in printed and "row/s]" not in printed
+    assert "Parquet dataset sampling" not in printed
 
     # checkpoints in the object store: best 2 by val L1, plus the latest
     folder = storage.join("s3-run")
