@@ -325,7 +325,6 @@ def tune(
     (a retrain run).
     """
     from ray import tune as ray_tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from pipelines.ray_runtime import init_ray
     from pipelines.train import worker_resources
@@ -385,10 +384,17 @@ def tune(
             storage_filesystem=folder.arrow_fs,
         )
     else:
+        epochs = max_epochs(space, model)
+        scheduler = early_stopping(sweep, epochs)
+        stopping = (
+            f"ASHA on {metric} after {sweep.grace_period} epochs"
+            if scheduler
+            else f"no early stopping (--grace_period {sweep.grace_period}, {epochs} epochs)"
+        )
         print(
             f"sweep {name}: {sweep.num_samples} trials of {', '.join(space.names)} "
-            f"({sweep.search_alg} search), at most {concurrency} at once, ASHA on {metric} "
-            f"after {sweep.grace_period} epochs; folder {folder.url}",
+            f"({sweep.search_alg} search), at most {concurrency} at once, {stopping}; "
+            f"folder {folder.url}",
             flush=True,
         )
         tuner = ray_tune.Tuner(
@@ -398,15 +404,7 @@ def tune(
                 metric=metric,
                 mode=mode,
                 search_alg=search_alg,
-                scheduler=ASHAScheduler(
-                    time_attr="epoch",
-                    # One past the last epoch: ASHA stops a trial that reaches max_t,
-                    # which would kill it before its run records its end; this way a
-                    # trial that trains to the end finishes on its own.
-                    max_t=max_epochs(space, model) + 1,
-                    grace_period=sweep.grace_period,
-                    reduction_factor=sweep.reduction_factor,
-                ),
+                scheduler=scheduler,
                 num_samples=sweep.num_samples,
                 max_concurrent_trials=concurrency if sweep.search_alg != "random" else None,
                 trial_dirname_creator=trial_dir_name,
@@ -421,6 +419,29 @@ def tune(
 
     # 4. the results table, the best trial and its model, in MLflow
     return summarise(plan, results)
+
+
+def early_stopping(sweep: TuneOptions, epochs: int):  # -> ASHAScheduler | None
+    """ASHA over the epochs of trials that train at most `epochs`; None (Tune's default
+    FIFO: every trial trains to its end) when its grace period leaves nothing to stop.
+
+    ASHA's rungs are at grace_period x reduction_factor^k epochs. With a grace period as
+    long as the training, the only rung would be the last epoch, where stopping a trial
+    would cut a finished run short.
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    if sweep.grace_period >= epochs:
+        return None
+    return ASHAScheduler(
+        time_attr="epoch",
+        # One past the last epoch: ASHA stops a trial that reaches max_t, which would kill
+        # it before its run records its end; this way a trial that trains to the end
+        # finishes on its own.
+        max_t=epochs + 1,
+        grace_period=sweep.grace_period,
+        reduction_factor=sweep.reduction_factor,
+    )
 
 
 def max_epochs(space: SearchSpace, model: ModelOptions) -> int:

@@ -14,6 +14,7 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from pipelines.tune import (
     TuneOptions,
     baseline_point,
     default_concurrency,
+    early_stopping,
     load_space,
     search_algorithm,
     tune,
@@ -279,3 +281,17 @@ def test_the_paper_configuration_is_the_first_trial_and_optuna_refuses_a_grid():
     grid = parse_search_space({"norm": {"grid": ["batch", "instance"]}}, (model, opts))
     with pytest.raises(UserError, match="optuna cannot search a grid"):
         search_algorithm(TuneOptions(search_alg="optuna"), grid, 0, [], 2)
+
+
+def test_asha_stops_trials_early_only_before_their_last_epoch():
+    from ray.tune.schedulers import ASHAScheduler
+
+    # The paper's 200 epochs, grace period 10, factor 4: rungs at 10, 40 and 160.
+    asha = early_stopping(TuneOptions(), 200)
+    assert isinstance(asha, ASHAScheduler)
+    rungs = re.findall(r"Iter ([0-9.]+)", asha.debug_string())
+    assert sorted(float(epoch) for epoch in rungs) == [10, 40, 160]
+    # A grace period as long as the training (the default's 10 epochs for a 2-epoch
+    # sweep, or --grace_period 200 for the paper's): every trial trains to its end.
+    assert early_stopping(TuneOptions(), 2) is None
+    assert early_stopping(TuneOptions(grace_period=200), 200) is None
