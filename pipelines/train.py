@@ -126,7 +126,8 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_data(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any], data: Location):
+def check_data(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any], data: Location):
+    """Stop with a message if the prepared `dataset` cannot train these settings."""
     counts = dataset.get("counts", {})
     for split in ("train", "val"):
         if not counts.get(split):
@@ -260,7 +261,7 @@ def plan_run(
         resume_from=_absolute(opts.resume_from, common.storage_options, "--resume_from"),
         fid_weights=_absolute(opts.fid_weights, common.storage_options, "--fid_weights"),
     )
-    _check_data(model, opts, dataset, data)
+    check_data(model, opts, dataset, data)
     fingerprint = str(dataset.get("fingerprint", ""))
     name = _check_name(common.run_name or derive_run_name(data, model, opts, fingerprint))
     storage = Location.parse(common.storage_path, common.storage_options)

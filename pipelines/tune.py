@@ -58,6 +58,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "ssim": ("val_SSIM", "max"),
 }
 SEARCH_ALGS = ("random", "optuna")
+# What the data check of a trial depends on besides the data: while the space leaves them
+# alone, every trial would pass or fail it alike.
+SHAPE_OPTIONS = {"netG", "num_downs", "crop_size"}
 
 # A trial's own process only builds the trainer and waits for it: a small CPU share keeps it
 # from taking a slot that Train workers or Ray Data tasks need (Tune needs a nonzero amount).
@@ -326,8 +329,9 @@ def tune(
     """
     from ray import tune as ray_tune
 
+    from pipelines.dataset import read_info
     from pipelines.ray_runtime import init_ray
-    from pipelines.train import worker_resources
+    from pipelines.train import check_data, worker_resources
     from pipelines.tune_results import open_parent_run, summarise
 
     # 1. check everything a trial would reject before anything starts
@@ -339,6 +343,9 @@ def tune(
     space = load_space(sweep, model, opts)
     # Options the space fixes are the sweep's own settings from here on.
     model, opts = _with_values(model, opts, space.fixed)
+    if not set(space.names) & SHAPE_OPTIONS:
+        # Every trial would fail on the same data check; fail once, before the sweep.
+        check_data(model, opts, read_info(data), data)
     name = sweep_name(common, data)
     storage = Location.parse(common.storage_path, common.storage_options)
     folder = storage.join(name)

@@ -260,6 +260,20 @@ def test_the_cli_rejects_a_bad_search_space_before_starting_anything(tmp_path, c
     assert "did you mean 'lambda_L1'?" in err
 
 
+def test_settings_no_trial_could_train_on_the_data_stop_the_sweep_before_it_starts(
+    tmp_path, capsys, tune_data
+):
+    from pipelines.cli import main
+
+    # unet_256 (depth 8) cannot take the 32 px crops of this dataset, whatever the trial.
+    storage = tmp_path / "runs"
+    flags = ["--crop_size", "32", "--storage_path", str(storage), "--run_name", "doomed"]
+    assert main(["tune", "--data", tune_data.url, *flags]) == 2
+    err = capsys.readouterr().err
+    assert "pix2pix tune: error: --crop_size 32 must be divisible by 2^8 = 256" in err
+    assert not (storage / "doomed").exists()
+
+
 def test_the_paper_configuration_is_the_first_trial_and_optuna_refuses_a_grid():
     model, opts = ModelOptions(), TrainOptions()
     space = load_space(TuneOptions(), model, opts)
