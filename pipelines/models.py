@@ -159,7 +159,7 @@ def _from_storage(loc: Location, official: GeneratorConfig | None) -> LoadedGene
         try:
             module = load_official_generator(data, config)
         except (RuntimeError, ValueError, KeyError) as err:
-            raise UserError(f"{loc.url}: not an official generator for {config}: {err}") from None
+            raise UserError(f"{loc.url}: not an official generator for the flags: {err}") from None
         # The official test script runs the generator in train mode unless --eval.
         return LoadedGenerator(module, config, False, {"source": loc.url, "official": True})
     module, config, extra = _read(data, loc.url)

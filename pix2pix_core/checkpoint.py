@@ -101,7 +101,8 @@ def load_official_generator(
     state = _load(state_dict_bytes)
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError("expected an official generator state dict (a dict of tensors)")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
+    given = {key.removeprefix("module."): value for key, value in state.items()}
+    state = dict(given)
     net = build_generator(cfg)
     expected = net.state_dict()
     for key, value in expected.items():
@@ -115,8 +116,41 @@ def load_official_generator(
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"state dict does not fit a generator built from {cfg}: {error}") from None
+        found = official_unet_flags(given)
+        if found:
+            holds = " ".join(f"--{k} {v}" for k, v in found.items())
+            raise ValueError(f"the weights are of a U-Net {holds}, not of {cfg}") from None
+        first = "\n".join(str(error).splitlines()[:3])
+        raise ValueError(f"state dict does not fit a generator built from {cfg}: {first}") from None
     return net.to(device)
+
+
+def official_unet_flags(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The official flags of the U-Net a state dict was saved from, or {} if it is none.
+
+    Read from the weights' names and shapes (the official UnetGenerator's module tree):
+    each level of the U-Net nests one `.model.` deeper; the outermost down-convolution
+    gives ngf and input_nc, the outermost up-convolution output_nc. Dropout leaves no
+    weights, so `--no_dropout` cannot be told.
+    """
+    first, last = state.get("model.model.0.weight"), state.get("model.model.3.weight")
+    if first is None or last is None or first.dim() != 4 or last.dim() != 4:
+        return {}
+    depth = (max(key.count(".") for key in state) - 1) // 2
+    if "model.model.1.model.2.weight" in state:  # the second level's norm has an affine
+        norm = "batch"
+    elif "model.model.1.model.1.bias" in state:  # convolutions keep a bias before instance norm
+        norm = "instance"
+    else:
+        norm = "none"
+    size = {7: {"netG": "unet_128"}, 8: {"netG": "unet_256"}}
+    return {
+        **size.get(depth, {"num_downs": depth}),
+        "ngf": first.shape[0],
+        "norm": norm,
+        "input_nc": first.shape[1],
+        "output_nc": last.shape[1],
+    }
 
 
 def _to_json(extra: dict[str, Any] | None) -> str:

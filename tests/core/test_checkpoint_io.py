@@ -15,6 +15,7 @@ from pix2pix_core import (
     save_checkpoint,
     save_generator,
 )
+from pix2pix_core.checkpoint import official_unet_flags
 
 from .helpers import image_pair, tiny_model
 
@@ -116,8 +117,35 @@ def test_official_instance_norm_state_dict_with_stale_running_stats():
     load_official_generator(buffer.getvalue(), cfg)
 
 
-def test_official_state_dict_for_another_network_is_refused():
+def test_official_state_dict_for_another_network_is_refused_naming_the_flags_that_fit():
     buffer = io.BytesIO()
     torch.save(build_generator(GeneratorConfig(ngf=8, num_downs=5)).state_dict(), buffer)
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError) as refused:
         load_official_generator(buffer.getvalue(), GeneratorConfig(ngf=16, num_downs=5))
+    message = str(refused.value)
+    assert "U-Net --num_downs 5 --ngf 8 --norm batch --input_nc 3 --output_nc 3" in message
+    assert "size mismatch" not in message  # not torch's list of every tensor
+
+
+@pytest.mark.parametrize(
+    "cfg, flags",
+    [
+        (GeneratorConfig(), {"netG": "unet_256", "ngf": 64, "norm": "batch"}),
+        (GeneratorConfig(netG="unet_128", ngf=32, norm="instance"), {"netG": "unet_128"}),
+        (GeneratorConfig(ngf=8, num_downs=5, norm="none", input_nc=1), {"num_downs": 5}),
+    ],
+)
+def test_official_unet_flags_are_read_from_the_weights(cfg, flags):
+    found = official_unet_flags(build_generator(cfg).state_dict())
+    assert found.items() >= flags.items()
+    expected = {"ngf": cfg.ngf, "norm": cfg.norm, "input_nc": cfg.input_nc}
+    assert found.items() >= (expected | {"output_nc": cfg.output_nc}).items()
+
+
+def test_a_state_dict_of_no_unet_is_refused_with_the_first_lines_of_the_mismatch():
+    buffer = io.BytesIO()
+    torch.save({"conv.weight": torch.zeros(8, 3, 3, 3)}, buffer)
+    assert official_unet_flags({"conv.weight": torch.zeros(8, 3, 3, 3)}) == {}
+    with pytest.raises(ValueError, match="does not fit a generator built from") as refused:
+        load_official_generator(buffer.getvalue(), GeneratorConfig(ngf=8, num_downs=5))
+    assert len(str(refused.value).splitlines()) <= 3

@@ -70,8 +70,10 @@ def test_official_state_dict(data, tmp_path):
     assert _same_weights(loaded.module, data.model.generator_module)
 
     # Without `official` the architecture is the official default (unet_256, ngf 64).
-    with pytest.raises(UserError, match=r"latest_net_G\.pth: not an official generator"):
+    # The message names the flags that fit the weights.
+    with pytest.raises(UserError, match=r"latest_net_G\.pth: not an official generator") as no:
         load_generator_from_uri(str(path))
+    assert f"the weights are of a U-Net --num_downs {GENERATOR.num_downs}" in str(no.value)
 
 
 def test_bad_models_are_user_errors_naming_the_file(tmp_path):
