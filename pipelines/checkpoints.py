@@ -50,8 +50,8 @@ def read_ray_checkpoint(checkpoint) -> bytes:  # checkpoint: ray.train.Checkpoin
         return f.read()
 
 
-def read_url(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
-    """checkpoint.pt bytes from a checkpoint folder URL (or the file's own URL)."""
+def checkpoint_file(url: str, storage_options: dict[str, Any] | None = None) -> Location:
+    """The checkpoint.pt of a checkpoint folder URL (or the file's own URL), which exists."""
     loc = Location.parse(url, storage_options)
     if not loc.exists():
         raise UserError(f"no checkpoint at {loc.url}")
@@ -59,7 +59,12 @@ def read_url(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
         loc = loc.join(CHECKPOINT_FILE)
         if not loc.exists():
             raise UserError(f"{loc.url} not found: not a checkpoint folder of `pix2pix train`")
-    return loc.read_bytes()
+    return loc
+
+
+def read_url(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """checkpoint.pt bytes from a checkpoint folder URL (or the file's own URL)."""
+    return checkpoint_file(url, storage_options).read_bytes()
 
 
 def restore(model: Pix2Pix, data: bytes, where: str) -> dict[str, Any]:

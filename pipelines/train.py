@@ -147,6 +147,28 @@ def check_data(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any],
             f"--crop_size {opts.crop_size} must be divisible by 2^{depth} = {2**depth} "
             f"for the U-Net of depth {depth} ({model.netG}, num_downs {model.num_downs})"
         )
+    _check_discriminator(model, opts)
+
+
+def _check_discriminator(model: ModelOptions, opts: TrainOptions) -> None:
+    """The PatchGAN must fit the crops: its convolutions need room, and each normalised
+    layer more than one value per channel. Run on shapes alone (the meta device)."""
+    import torch
+
+    from pix2pix_core import build_discriminator
+
+    cfg = model.discriminator_config()
+    try:
+        with torch.device("meta"):
+            net = build_discriminator(cfg)
+            size = (opts.batch_size, cfg.input_nc, opts.crop_size, opts.crop_size)
+            net(torch.empty(size))
+    except (RuntimeError, ValueError) as err:
+        raise UserError(
+            f"--crop_size {opts.crop_size} is too small for the {cfg.receptive_field}x"
+            f"{cfg.receptive_field} PatchGAN ({cfg.layers} layers) at --batch_size "
+            f"{opts.batch_size}: {str(err).splitlines()[0]}"
+        ) from None
 
 
 def _absolute(url: str | None, storage_options: dict[str, Any], flag: str) -> str | None:
@@ -262,6 +284,10 @@ def plan_run(
         fid_weights=_absolute(opts.fid_weights, common.storage_options, "--fid_weights"),
     )
     check_data(model, opts, dataset, data)
+    if opts.resume_from:
+        from pipelines.checkpoints import checkpoint_file
+
+        checkpoint_file(opts.resume_from, common.storage_options)
     fingerprint = str(dataset.get("fingerprint", ""))
     name = _check_name(common.run_name or derive_run_name(data, model, opts, fingerprint))
     storage = Location.parse(common.storage_path, common.storage_options)

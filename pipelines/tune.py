@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
 import re
 import sys
@@ -58,9 +59,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "ssim": ("val_SSIM", "max"),
 }
 SEARCH_ALGS = ("random", "optuna")
-# What the data check of a trial depends on besides the data: while the space leaves them
-# alone, every trial would pass or fail it alike.
-SHAPE_OPTIONS = {"netG", "num_downs", "crop_size"}
+# What a trial's data check depends on besides the data: the U-Net's depth against the
+# crop, and the PatchGAN against the crop and batch.
+SHAPE_OPTIONS = {"netG", "num_downs", "crop_size", "patch_size", "n_layers_D", "norm", "batch_size"}
 
 # A trial's own process only builds the trainer and waits for it: a small CPU share keeps it
 # from taking a slot that Train workers or Ray Data tasks need (Tune needs a nonzero amount).
@@ -331,7 +332,7 @@ def tune(
 
     from pipelines.dataset import read_info
     from pipelines.ray_runtime import init_ray
-    from pipelines.train import check_data, worker_resources
+    from pipelines.train import worker_resources
     from pipelines.tune_results import open_parent_run, summarise
 
     # 1. check everything a trial would reject before anything starts
@@ -343,9 +344,7 @@ def tune(
     space = load_space(sweep, model, opts)
     # Options the space fixes are the sweep's own settings from here on.
     model, opts = _with_values(model, opts, space.fixed)
-    if not set(space.names) & SHAPE_OPTIONS:
-        # Every trial would fail on the same data check; fail once, before the sweep.
-        check_data(model, opts, read_info(data), data)
+    check_trials_fit(model, opts, space, read_info(data), data)
     name = sweep_name(common, data)
     storage = Location.parse(common.storage_path, common.storage_options)
     folder = storage.join(name)
@@ -426,6 +425,31 @@ def tune(
 
     # 4. the results table, the best trial and its model, in MLflow
     return summarise(plan, results)
+
+
+def check_trials_fit(
+    model: ModelOptions,
+    opts: TrainOptions,
+    space: SearchSpace,
+    dataset: dict[str, Any],
+    data: Location,
+) -> None:
+    """Train's data check for every trial the space can sample, before the sweep starts:
+    settings or space values that no trial could train with fail once, here, instead of
+    in every trial. A space that samples those options continuously is left to the trials.
+    """
+    from pipelines.train import check_data
+
+    searched = [p for p in space.params if p.name in SHAPE_OPTIONS]
+    if any(p.dist not in ("choice", "grid") for p in searched):
+        return
+    for values in itertools.product(*(p.args for p in searched)):
+        point = dict(zip((p.name for p in searched), values, strict=True))
+        try:
+            check_data(*_with_values(model, opts, point), dataset, data)
+        except UserError as err:
+            check_data(model, opts, dataset, data)  # the settings themselves, named plainly
+            raise UserError(f"the search space's {point} cannot train: {err}") from None
 
 
 def early_stopping(sweep: TuneOptions, epochs: int):  # -> ASHAScheduler | None

@@ -84,6 +84,11 @@ class TrainingConfig:
             _require(
                 isinstance(value, int) and value >= low, f"{name} must be an int >= {low}", value
             )
+        _require(
+            self.n_epochs + self.n_epochs_decay >= 1,
+            "n_epochs + n_epochs_decay must be >= 1 (nothing to train)",
+            (self.n_epochs, self.n_epochs_decay),
+        )
         for name in ("channels_last", "autocast", "fused_adam"):
             value = getattr(self, name)
             _require(

@@ -199,13 +199,23 @@ def test_interrupted_run_and_killed_worker_resume_from_epoch_1(
     assert [s for s, _ in _history(client, result.mlflow_run_id, "val_L1")] == [1, 2]
 
 
-def test_cli_rejects_bad_settings_without_a_trace(prepared, capsys, tmp_path):
-    code = cli_main(
-        ["train", "--data", prepared.url, "--crop_size", "48", "--storage_path", str(tmp_path)]
-    )
-    assert code == 2
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--crop_size", "48"], "--crop_size 48"),
+        # settings that used to fail only inside the workers, after Ray had started
+        (["--patch_size", "286"], "--crop_size 32 is too small for the 286x286 PatchGAN"),
+        (["--resume_from", "."], "not a checkpoint folder of `pix2pix train`"),
+        (["--n_epochs", "0", "--n_epochs_decay", "0"], "n_epochs + n_epochs_decay must be >= 1"),
+    ],
+)
+def test_cli_rejects_bad_settings_without_a_trace(prepared, capsys, tmp_path, flags, message):
+    tiny = ["--num_downs", "5", "--ngf", "8", "--ndf", "8", "--crop_size", str(CROP)]
+    command = ["train", "--data", prepared.url, *tiny, "--storage_path", str(tmp_path), *flags]
+    assert cli_main(command) == 2
     err = capsys.readouterr().err
-    assert "pix2pix train: error:" in err and "--crop_size 48" in err and "Traceback" not in err
+    assert "pix2pix train: error:" in err and message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # no run folder: nothing started
 
 
 def test_rerun_with_other_settings_is_refused(prepared, tmp_path, mlflow_uri, experiment_name):

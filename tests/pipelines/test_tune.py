@@ -273,6 +273,16 @@ def test_settings_no_trial_could_train_on_the_data_stop_the_sweep_before_it_star
     assert "pix2pix tune: error: --crop_size 32 must be divisible by 2^8 = 256" in err
     assert not (storage / "doomed").exists()
 
+    # Nor a value of the space: a 286 x 286 PatchGAN leaves nothing to judge of 32 px crops.
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"patch_size": {"choice": [16, 286]}}))
+    flags = [*flags, "--search_space", str(space), *_flags(MODEL_FLAGS)]
+    assert main(["tune", "--data", tune_data.url, *flags]) == 2
+    err = capsys.readouterr().err
+    assert "error: the search space's {'patch_size': 286} cannot train" in err
+    assert "too small for the 286x286 PatchGAN" in err
+    assert not (storage / "doomed").exists()
+
 
 def test_the_paper_configuration_is_the_first_trial_and_optuna_refuses_a_grid():
     model, opts = ModelOptions(), TrainOptions()
