@@ -171,6 +171,9 @@ def _check(cfg: RetrainConfig) -> None:
             f"crop_size {crop} must be divisible by 2^{depth} = {2**depth} for the U-Net of "
             f"depth {depth} ({cfg.model.netG}, num_downs {cfg.model.num_downs})"
         )
+    from pipelines.train import check_discriminator
+
+    check_discriminator(cfg.model, cfg.train)
 
 
 def _train_settings(cfg: RetrainConfig) -> dict[str, Any]:

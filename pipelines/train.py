@@ -147,10 +147,10 @@ def check_data(model: ModelOptions, opts: TrainOptions, dataset: dict[str, Any],
             f"--crop_size {opts.crop_size} must be divisible by 2^{depth} = {2**depth} "
             f"for the U-Net of depth {depth} ({model.netG}, num_downs {model.num_downs})"
         )
-    _check_discriminator(model, opts)
+    check_discriminator(model, opts)
 
 
-def _check_discriminator(model: ModelOptions, opts: TrainOptions) -> None:
+def check_discriminator(model: ModelOptions, opts: TrainOptions) -> None:
     """The PatchGAN must fit the crops: its convolutions need room, and each normalised
     layer more than one value per channel. Run on shapes alone (the meta device)."""
     import torch

@@ -184,6 +184,7 @@ def test_killed_in_training_rerun_continues_and_unchanged_data_skips_everything(
         ({"data": "s3://elsewhere"}, "retrain prepares its own data from `source`"),
         ({"source": None}, "source is required"),
         ({"crop_size": 64}, "crop_size 64 is larger than load_size 36"),
+        ({"patch_size": 286}, "too small for the 286x286 PatchGAN"),
         ({"metric": "fid"}, "metric 'fid'"),
         ({"lamda_L1": 10}, "did you mean 'lambda_L1'"),
     ],
