@@ -210,9 +210,20 @@ def worker_resources(opts: TrainOptions) -> tuple[bool, float]:
     """
     import ray
 
+    gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = opts.use_gpu
     if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= opts.num_workers
+        use_gpu = gpus >= opts.num_workers
+    elif use_gpu and gpus < opts.num_workers:
+        # Ray Train waits for them without a word: an autoscaling cluster adds GPU nodes,
+        # a local Ray never will.
+        print(
+            f"--use_gpu: waiting for {opts.num_workers} GPUs, the cluster has {gpus:g} now "
+            "(an autoscaling cluster adds GPU nodes; on this machine alone, stop with Ctrl-C "
+            "and drop --use_gpu)",
+            file=sys.stderr,
+            flush=True,
+        )
     cpus = opts.cpus_per_worker or (1.0 if use_gpu else 0.5)
     return bool(use_gpu), float(cpus)
 

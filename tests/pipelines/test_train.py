@@ -309,3 +309,14 @@ def test_resume_from_a_checkpoint_folder_restores_the_training_state(tmp_path):
     assert restore(build(TINY, seed=1), {"options": {}, "storage_options": {}}, own=None) == {}
     with pytest.raises(UserError, match="epoch_0001"):
         restore(build(replace(TINY, ngf=4), seed=1), config, own=None)
+
+
+def test_gpus_the_cluster_lacks_are_announced_not_awaited_in_silence(ray_cluster, capsys):
+    from pipelines.train import worker_resources
+
+    # The session's Ray has no GPUs: by default the workers train on CPUs, quietly.
+    assert worker_resources(TrainOptions(num_workers=2)) == (False, 0.5)
+    assert capsys.readouterr().err == ""
+    # Asked for, they are waited for (an autoscaler may bring them), and that is said.
+    assert worker_resources(TrainOptions(num_workers=2, use_gpu=True)) == (True, 1.0)
+    assert "--use_gpu: waiting for 2 GPUs, the cluster has 0 now" in capsys.readouterr().err
