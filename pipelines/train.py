@@ -305,6 +305,12 @@ def plan_run(
     folder = storage.join(name)
     init_ray(ray_address)
     use_gpu, cpus = worker_resources(opts)
+    if model.norm == "syncbatch" and opts.num_workers > 1 and not use_gpu:
+        # torch's SyncBatchNorm refuses CPU tensors once several ranks exist.
+        raise UserError(
+            "--norm syncbatch needs GPUs with several workers; on CPUs use --norm batch "
+            "(each worker's own statistics)"
+        )
 
     current = identity(model, opts, fingerprint)
     run_file = folder.join(RUN_FILE)
