@@ -14,7 +14,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from pix2pix_core.networks import GeneratorConfig, build_generator
+from pix2pix_core.networks import GENERATORS, GeneratorConfig, build_generator
 from pix2pix_core.training import Pix2Pix
 
 TRAINING_FORMAT = "pix2pix.training_checkpoint"
@@ -143,9 +143,9 @@ def official_unet_flags(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         norm = "instance"
     else:
         norm = "none"
-    size = {7: {"netG": "unet_128"}, 8: {"netG": "unet_256"}}
+    named = {d: {"netG": name} for name, d in GENERATORS.items()}
     return {
-        **size.get(depth, {"num_downs": depth}),
+        **named.get(depth, {"num_downs": depth}),
         "ngf": first.shape[0],
         "norm": norm,
         "input_nc": first.shape[1],
