@@ -125,9 +125,13 @@ class EvaluateOptions:
     """What to evaluate, on what."""
 
     model: str | None = option(
-        None, "models:/NAME@alias, models:/NAME/VERSION, runs:/..., a checkpoint URL, *_net_G.pth"
+        None,
+        "models:/NAME@alias, models:/NAME/VERSION, runs:/..., a checkpoint URL, *_net_G.pth",
+        required=True,
     )
-    data: str | None = option(None, "prepared dataset (the output of `pix2pix prepare`)")
+    data: str | None = option(
+        None, "prepared dataset (the output of `pix2pix prepare`)", required=True
+    )
     split: str = option("test", "split to evaluate on: train | val | test")
     batch_size: int = option(16, "images per forward (in eval mode)")
     eval: bool | None = option(

@@ -32,9 +32,13 @@ from pix2pix_core.training import COMPILE_MODES
 T = TypeVar("T")
 
 
-def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:
-    """A dataclass field that is also a CLI flag and a YAML key."""
-    meta = {"help": help, "choices": choices}
+def option(default: Any, help: str, *, choices: tuple | None = None, required: bool = False) -> Any:
+    """A dataclass field that is also a CLI flag and a YAML key.
+
+    `required` only marks the flag in --help: each verb checks it itself, since a value may
+    also come from --config.
+    """
+    meta = {"help": help, "choices": choices, "required": required}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -218,20 +222,34 @@ def _coerce(name: str, tp: type, value: Any) -> Any:
     return value
 
 
-def add_options(parser: argparse.ArgumentParser, *classes: type) -> None:
-    """Add one `--name` flag per field of each option dataclass (and `--config`)."""
+def _help_text(text: str, default: Any, required: bool | None) -> str:
+    """The help, with "(required)" or the default unless the text already tells it."""
+    if required:
+        return f"{text} (required)"
+    if default is None or "default:" in text or "unset:" in text:
+        return text
+    return f"{text} (default: {default})"
+
+
+def add_options(
+    parser: argparse.ArgumentParser, *classes: type, exclude: frozenset[str] = frozenset()
+) -> None:
+    """Add one `--name` flag per field of each option dataclass (and `--config`).
+
+    `exclude`: fields that are no flag of this verb (still YAML keys, which the verb checks).
+    """
     if not any(a.dest == "config" for a in parser._actions):
         parser.add_argument("--config", help="YAML file of options (flags override it)")
     for cls in classes:
         group = parser.add_argument_group(
-            cls.__doc__.strip().splitlines()[0] if cls.__doc__ else None
+            cls.__doc__.strip().splitlines()[0].rstrip(".") if cls.__doc__ else None
         )
         for f in fields(cls):
-            if any(a.dest == f.name for a in parser._actions):
+            if f.name in exclude or any(a.dest == f.name for a in parser._actions):
                 continue
             tp = _base_type(f.type)
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            help_text = f"{f.metadata.get('help', '')} (default: {default})"
+            help_text = _help_text(f.metadata.get("help", ""), default, f.metadata.get("required"))
             kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
             if tp is bool and default is False:
                 kwargs["action"] = "store_true"

@@ -199,9 +199,11 @@ def promote(
 class PromoteOptions:
     """What to promote and how it is judged."""
 
-    name: str | None = option(None, "registered model name")
-    candidate: str | None = option(None, "the candidate version number")
-    data: str | None = option(None, "prepared dataset (the output of `pix2pix prepare`)")
+    name: str | None = option(None, "registered model name", required=True)
+    candidate: str | None = option(None, "the candidate version number", required=True)
+    data: str | None = option(
+        None, "prepared dataset (the output of `pix2pix prepare`)", required=True
+    )
     split: str = option("val", "split both models are evaluated on")
     metric: str = option("l1", "metric that decides: l1 (lower) | psnr | ssim (higher)")
     min_improvement: float = option(0.0, "margin the candidate must win by, in metric units")

@@ -263,7 +263,7 @@ def register_generator(
 class RegisterOptions:
     """What to register."""
 
-    name: str | None = option(None, "registered model name")
+    name: str | None = option(None, "registered model name", required=True)
     checkpoint: str | None = option(None, "checkpoint URL (file or folder) or *_net_G.pth")
     run: str | None = option(None, "MLflow run id of a training run (its checkpoint is used)")
     data: str | None = option(None, "prepared dataset: evaluate on its val split for the tags")

@@ -60,7 +60,9 @@ class RetrainOptions:
     """The workflow: the raw data, the registered model, the promotion gate."""
 
     source: str | None = option(
-        None, "the raw A/B image pairs: a folder URL or a manifest file (prepare's SRC)"
+        None,
+        "the raw A/B image pairs: a folder URL or a manifest file (prepare's SRC)",
+        required=True,
     )
     name: str = option("pix2pix", "registered model; its `champion` alias moves only on evidence")
     min_improvement: float = option(
@@ -392,7 +394,8 @@ def _brief(err: BaseException) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_options(parser, *OPTION_GROUPS)
+    # Training's --data is what retrain's prepare step makes from `source`.
+    add_options(parser, *OPTION_GROUPS, exclude=frozenset({"data"}))
 
 
 def load_config(args: argparse.Namespace) -> RetrainConfig:

@@ -32,7 +32,7 @@ EXECUTION_ONLY = frozenset(
 class TrainOptions:
     """Training: data, scale, checkpoints, validation."""
 
-    data: str = option("", "prepared dataset (the DST of `pix2pix prepare`)")
+    data: str = option("", "prepared dataset (the DST of `pix2pix prepare`)", required=True)
     batch_size: int = option(1, "images per worker per step (the paper: 1)")
     crop_size: int = option(256, "random crop from the prepared load_size images")
     no_flip: bool = option(False, "no random horizontal flip")

@@ -52,11 +52,16 @@ class TranslateOptions:
         None,
         "the generator: models:/NAME@ALIAS, models:/NAME/VERSION, a checkpoint URL, or an "
         "official *_net_G.pth (its architecture given by --netG, --ngf, --norm, ...)",
+        required=True,
     )
     input: str | None = option(
-        None, "a folder or prefix (recursive), one image, or a .txt/.csv list of URLs"
+        None,
+        "a folder or prefix (recursive), one image, or a .txt/.csv list of URLs",
+        required=True,
     )
-    output: str | None = option(None, "the folder for outputs and _manifest/ (any fsspec URL)")
+    output: str | None = option(
+        None, "the folder for outputs and _manifest/ (any fsspec URL)", required=True
+    )
     input_side: str = option("full", "for aligned A|B images: translate A or B", choices=SIDES)
     format: str = option("png", "output format", choices=tuple(FORMATS))
     suffix: str = option("", "added to each output's name, e.g. _fake")

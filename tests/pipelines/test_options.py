@@ -95,3 +95,34 @@ def test_cli_unknown_verb_exits_2(capsys):
         cli.main(["trian"])
     assert exc.value.code == 2
     assert "unknown verb 'trian'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", list(cli.VERBS))
+def test_verb_help_states_each_default_once_and_marks_required_flags(verb, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per flag
+    with pytest.raises(SystemExit) as exc:
+        cli.main([verb, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "(default: None)" not in out
+    for line in out.splitlines():
+        assert line.count("default:") + line.count("unset:") <= 1, line
+    assert ".:\n" not in out  # group titles
+    required = {
+        "train": ["--data"],
+        "tune": ["--data"],
+        "evaluate": ["--model", "--data"],
+        "register": ["--name"],
+        "promote": ["--name", "--candidate", "--data"],
+        "translate": ["--model", "--input", "--output"],
+        "retrain": ["--source"],
+    }.get(verb, [])
+    flagged = {line.split()[0] for line in out.splitlines() if line.endswith("(required)")}
+    assert flagged == set(required)
+
+
+def test_retrain_has_no_data_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["retrain", "--source", "x", "--data", "y"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --data y" in capsys.readouterr().err
