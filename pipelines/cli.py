@@ -63,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pix2pix {verb}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        from pipelines.storage import access_problem
+
+        problem = access_problem(err)
+        if problem is None:
+            raise
+        print(f"pix2pix {verb}: error: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,7 +27,12 @@ import torch
 
 from pipelines.dataset import decode_pairs, existing_split, read_info
 from pipelines.errors import UserError
-from pipelines.models import METRIC_NAMES, LoadedGenerator, load_generator_from_uri
+from pipelines.models import (
+    METRIC_NAMES,
+    LoadedGenerator,
+    load_generator_from_uri,
+    resolve_device,
+)
 from pipelines.options import CommonOptions, add_options, load_options, option
 from pipelines.storage import Location
 from pix2pix_core import GeneratorConfig
@@ -137,7 +142,7 @@ class EvaluateOptions:
     eval: bool | None = option(
         None, "dropout off, running statistics; unset: as the model was validated"
     )
-    device: str = option("cpu", "torch device")
+    device: str = option("auto", "torch device: auto (CUDA if torch sees a GPU), cpu, cuda:N")
     log: bool = option(False, "log the metrics to a new MLflow run of --experiment")
     netG: str = option(_OFFICIAL.netG, "official *_net_G.pth only: its generator")
     ngf: int = option(_OFFICIAL.ngf, "official *_net_G.pth only: its ngf")
@@ -187,6 +192,7 @@ def _log_to_mlflow(common: CommonOptions, opts: EvaluateOptions, result: dict[st
 
 def run(args: argparse.Namespace) -> int:
     opts, common = load_options(args, EvaluateOptions, CommonOptions)
+    device = resolve_device(opts.device)
     try:
         official = opts.official_config()
     except ValueError as err:
@@ -200,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     data = Location.parse(opts.data, common.storage_options)
     fingerprint = split_fingerprint(data, opts.split)
     loaded = load_generator_from_uri(
-        opts.model, storage_options=common.storage_options, official=official, device=opts.device
+        opts.model, storage_options=common.storage_options, official=official, device=device
     )
     metrics = evaluate_model(
         loaded, data, opts.split, batch_size=opts.batch_size, eval_mode=opts.eval

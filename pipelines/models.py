@@ -69,6 +69,27 @@ class LoadedGenerator:
         return 2**self.config.depth
 
 
+def resolve_device(name: str) -> str:
+    """A `--device` value checked against this machine; "auto" is CUDA where torch sees a GPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(
+            f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: torch sees no CUDA GPU here; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered from 0"
+            )
+    return name
+
+
 def load_generator_from_uri(
     uri: str,
     *,

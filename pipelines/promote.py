@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.errors import UserError
 from pipelines.evaluate import evaluate_model, split_fingerprint
-from pipelines.models import load_generator_from_uri
+from pipelines.models import load_generator_from_uri, resolve_device
 from pipelines.options import CommonOptions, add_options, load_options, option
 from pipelines.storage import Location
 from pipelines.tracking import resolve_tracking_uri
@@ -211,7 +211,7 @@ class PromoteOptions:
     eval: bool | None = option(
         None, "dropout off, running statistics; unset: as each model was validated"
     )
-    device: str = option("cpu", "torch device for evaluation")
+    device: str = option("auto", "torch device: auto (CUDA if torch sees a GPU), cpu, cuda:N")
 
     def __post_init__(self) -> None:
         for flag in ("name", "candidate", "data"):
@@ -226,6 +226,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     opts, common = load_options(args, PromoteOptions, CommonOptions)
+    device = resolve_device(opts.device)
     import mlflow
 
     mlflow.set_tracking_uri(resolve_tracking_uri(common.tracking_uri))
@@ -238,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         opts.min_improvement,
         batch_size=opts.batch_size,
         eval_mode=opts.eval,
-        device=opts.device,
+        device=device,
     )
     print(decision.summary())
     return 0

@@ -193,3 +193,30 @@ def _arrow_s3(options: Mapping[str, Any]) -> pafs.S3FileSystem:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
     return pafs.S3FileSystem(**kwargs)
+
+
+def access_problem(err: BaseException) -> str | None:
+    """What a person can fix about a failed storage call (credentials, endpoint, permission),
+    or None when `err` is something else."""
+    try:
+        from botocore import exceptions as boto
+    except ImportError:  # no S3 support installed: only local permissions to explain
+        boto = None
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if boto and isinstance(err, (boto.NoCredentialsError, boto.PartialCredentialsError)):
+            return (
+                "no credentials for the object store: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or give --storage_options "
+                '\'{"key": "...", "secret": "..."}\' ({"anon": true} for a public bucket)'
+            )
+        if boto and isinstance(err, (boto.EndpointConnectionError, boto.ConnectTimeoutError)):
+            return (
+                f"cannot reach the object store: {err}; check its address (AWS_ENDPOINT_URL, "
+                "or endpoint_url in --storage_options)"
+            )
+        if isinstance(err, PermissionError):
+            return f"access denied: {err}; check the credentials and the permissions"
+        err = err.__cause__ or err.__context__
+    return None

@@ -305,8 +305,14 @@ def plan_run(
     folder = storage.join(name)
     init_ray(ray_address)
     use_gpu, cpus = worker_resources(opts)
-    if model.norm == "syncbatch" and opts.num_workers > 1 and not use_gpu:
-        # torch's SyncBatchNorm refuses CPU tensors once several ranks exist.
+    from pix2pix_core.training import sync_batch_norm_runs_on  # torch: after the cheap checks
+
+    device_type = "cuda" if use_gpu else "cpu"
+    if (
+        model.norm == "syncbatch"
+        and opts.num_workers > 1
+        and not sync_batch_norm_runs_on(device_type)
+    ):
         raise UserError(
             "--norm syncbatch needs GPUs with several workers; on CPUs use --norm batch "
             "(each worker's own statistics)"

@@ -245,7 +245,7 @@ class Pix2Pix:
         if self._parallel:
             raise RuntimeError("Pix2Pix.parallelize was already called")
         uses_sync_bn = "syncbatch" in (self.generator_config.norm, self.discriminator_config.norm)
-        if uses_sync_bn and self.device.type not in _SYNC_BN_DEVICES and _multi_process():
+        if uses_sync_bn and not sync_batch_norm_runs_on(self.device.type) and _multi_process():
             raise ValueError(
                 f"norm 'syncbatch' needs one of the devices {list(_SYNC_BN_DEVICES)} when "
                 f"training on several processes, got device {str(self.device)!r}; use norm "
@@ -445,6 +445,12 @@ class Pix2Pix:
     def _set_discriminator_requires_grad(self, flag: bool) -> None:
         for param in self.discriminator_module.parameters():
             param.requires_grad_(flag)
+
+
+def sync_batch_norm_runs_on(device_type: str) -> bool:
+    """Whether norm "syncbatch" can train on `device_type` ("cpu", "cuda", ...) with several
+    processes."""
+    return device_type in _SYNC_BN_DEVICES
 
 
 def _multi_process() -> bool:

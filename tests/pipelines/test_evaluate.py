@@ -10,7 +10,7 @@ import torch
 from pipelines.cli import main
 from pipelines.dataset import read_prepared
 from pipelines.evaluate import evaluate_model, split_fingerprint
-from pipelines.models import load_generator_from_uri
+from pipelines.models import load_generator_from_uri, resolve_device
 from pix2pix_core import GeneratorConfig, ImageMetrics, build_generator, resize, to_tensor
 from tests.pipelines.registry_data import CROP, GENERATOR, registry_data
 
@@ -91,6 +91,17 @@ def test_cli_user_errors(data, capsys, tmp_path):
     args = ["evaluate", "--model", str(data.trained), "--data", data.dst.url, "--split", "nope"]
     assert main(args) == 2
     assert "no 'nope' split" in capsys.readouterr().err
+    args = ["evaluate", "--model", str(data.trained), "--data", data.dst.url]
+    assert main([*args, "--device", "gpu"]) == 2
+    assert "--device 'gpu' is not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "torch sees no CUDA GPU here" in capsys.readouterr().err
+
+
+def test_device_auto_is_cuda_where_torch_sees_a_gpu():
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
 
 
 def test_resized_evaluation_compares_at_the_models_size(data):

@@ -1,7 +1,7 @@
 """`pix2pix tune`: a real sweep on the session's Ray, MLflow on SQLite, local storage.
 
 The main test interrupts a sweep for real (a `pix2pix tune` process killed with SIGKILL
-once two trials have finished), continues it in this process, and checks the record it
+once its first trial has finished), continues it in this process, and checks the record it
 leaves: a child run per trial under one parent, the results table, the best config and a best
 checkpoint that rebuilds a generator.
 """
@@ -53,7 +53,7 @@ SPACE = {
 # Tiny model, two epochs: one at the initial rate, one of decay.
 MODEL_FLAGS = {"num_downs": 5, "ngf": 8, "ndf": 8, "n_epochs": 1, "n_epochs_decay": 1}
 TRAIN_FLAGS = {"crop_size": 32, "batch_size": 4, "grid_size": 2}
-SWEEP_FLAGS = {"num_samples": 3, "grace_period": 1}  # concurrency: the default
+SWEEP_FLAGS = {"num_samples": 2, "grace_period": 1}  # concurrency: the default
 SWEEP_FLAGS |= {"reduction_factor": 2, "metric": "l1"}
 
 
@@ -113,7 +113,7 @@ def _children(client: MlflowClient, experiment: str, parent_run_id: str) -> list
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_a_sweep_interrupted_after_two_trials_continues_and_records_the_best(
+def test_a_sweep_interrupted_after_a_trial_continues_and_records_the_best(
     tmp_path, ray_cluster, mlflow_uri, experiment_name, tune_data
 ):
     storage, name = tmp_path / "runs", "sweep-test"
@@ -122,7 +122,7 @@ def test_a_sweep_interrupted_after_two_trials_continues_and_records_the_best(
     sweep_folder = storage / name
     log_path = tmp_path / "first_attempt.log"
 
-    # 1. The sweep as a user starts it, on this Ray; killed once two trials have finished.
+    # 1. The sweep as a user starts it, on this Ray; killed once a trial has finished.
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--data", tune_data.url]
     command += _flags(MODEL_FLAGS | TRAIN_FLAGS | SWEEP_FLAGS)
     command += ["--search_space", str(space_file), "--storage_path", str(storage)]
@@ -135,7 +135,7 @@ def test_a_sweep_interrupted_after_two_trials_continues_and_records_the_best(
         )
         try:
             deadline = time.monotonic() + 900
-            while len(_finished_trials(sweep_folder)) < 2:
+            while not _finished_trials(sweep_folder):
                 assert proc.poll() is None, f"the sweep ended early:\n{_tail(log_path)}"
                 assert time.monotonic() < deadline, f"no progress:\n{_tail(log_path)}"
                 time.sleep(1)
@@ -144,7 +144,7 @@ def test_a_sweep_interrupted_after_two_trials_continues_and_records_the_best(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     finished = _finished_trials(sweep_folder)
-    assert len(finished) == 2, "the interruption must leave work to do"
+    assert len(finished) == 1, "the interruption must leave work to do"
     before = {t: _snapshot(sweep_folder / "train" / f"trial-{t}") for t in finished}
 
     # 2. The same sweep again, here: Tuner.restore continues it.
