@@ -529,10 +529,10 @@ def train(
         return done
     if fault_hook is not None:
         run = dataclasses.replace(run, fault_hook=fault_hook)
-    workers = f"{opts.num_workers} worker{'s' * (opts.num_workers > 1)}"
+    workers = _count(opts.num_workers, "worker")
     device = "GPU" if run.use_gpu else f"{run.cpus_per_worker:g} CPU"
     print(
-        f"training {run.name}: {workers} x {device}, {model.total_epochs} epochs, "
+        f"training {run.name}: {workers} x {device}, {_count(model.total_epochs, 'epoch')}, "
         f"run folder {run.folder.url}",
         flush=True,
     )
@@ -548,11 +548,15 @@ def train(
     return out
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _summary(result: TrainResult) -> str:
     best = {k: result.best_metrics.get(k, float("nan")) for k in ("val_L1", "val_PSNR", "val_SSIM")}
     return (
-        f"{result.epochs} epochs; best val L1 {best['val_L1']:.4f} (PSNR {best['val_PSNR']:.2f}, "
-        f"SSIM {best['val_SSIM']:.3f}) at {result.best_checkpoint}; "
+        f"{_count(result.epochs, 'epoch')}; best val L1 {best['val_L1']:.4f} "
+        f"(PSNR {best['val_PSNR']:.2f}, SSIM {best['val_SSIM']:.3f}) at {result.best_checkpoint}; "
         f"MLflow run {result.mlflow_run_id}"
     )
 

@@ -49,7 +49,9 @@ class TrainOptions:
     resume_from: str | None = option(None, "start from this checkpoint URL (a run's epoch_NNNN)")
     eval: bool = option(False, "validate with dropout off and batch-norm running statistics")
     num_val: int | None = option(None, "validate on at most N pairs; unset: the whole val split")
-    grid_size: int = option(4, "rows of input | output | target in the per-epoch sample grid")
+    grid_size: int = option(
+        4, "rows of input | output | target in the per-epoch sample grid; 0: no grid"
+    )
     fid_weights: str | None = option(
         None, "TorchScript Inception feature extractor for FID (none is downloaded)"
     )

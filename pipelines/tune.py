@@ -393,7 +393,7 @@ def tune(
         epochs = max_epochs(space, model)
         scheduler = early_stopping(sweep, epochs)
         stopping = (
-            f"ASHA on {metric} after {sweep.grace_period} epochs"
+            f"ASHA on {metric} after {sweep.grace_period} epoch{'s' * (sweep.grace_period != 1)}"
             if scheduler
             else f"no early stopping (--grace_period {sweep.grace_period}, {epochs} epochs)"
         )
