@@ -383,7 +383,12 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     opts, model_opts, common, ray_opts = load_options(args, *OPTION_GROUPS)
     from pipelines.translate_manifest import check_job, compact, read_state
-    from pipelines.translate_paths import list_inputs, plan, remove_partial_writes
+    from pipelines.translate_paths import (
+        existing_outputs,
+        list_inputs,
+        plan,
+        remove_partial_writes,
+    )
 
     src = Location.parse(opts.input, common.storage_options)
     dst = Location.parse(opts.output, common.storage_options)
@@ -409,7 +414,18 @@ def run(args: argparse.Namespace) -> int:
     check_job(dst, _settings(opts, loaded))
     state, _ = read_state(dst)
     remove_partial_writes(dst)
-    todo = [j for j in jobs if state.get(j.url, {}).get("status") != "done"]
+    done = {j.url for j in jobs if state.get(j.url, {}).get("status") == "done"}
+    if done:
+        present = existing_outputs(dst)
+        gone = [j for j in jobs if j.url in done and j.output not in present]
+        if gone:
+            n = len(gone)
+            print(
+                f"{n:,} output{'s' * (n != 1)} recorded as written {'are' if n != 1 else 'is'} "
+                f"no longer in {dst.url} (e.g. {gone[0].output}); translating again"
+            )
+            done -= {j.url for j in gone}
+    todo = [j for j in jobs if j.url not in done]
 
     # 3. the pipeline
     counts = Counts(inputs=len(jobs), earlier=len(jobs) - len(todo))

@@ -174,6 +174,16 @@ def plan(inputs: list[tuple[str, str]], dst: Location, *, suffix: str, fmt: str)
     return jobs
 
 
+def existing_outputs(dst: Location) -> set[str]:
+    """The URLs of the files under DST now (one listing), so that a rerun can tell a
+    recorded output that was deleted since from one that is there."""
+    fs = dst.fs
+    fs.invalidate_cache(dst.path)
+    if not fs.exists(dst.path):
+        return set()
+    return {_url(dst, path) for path in fs.find(dst.path)}
+
+
 def remove_partial_writes(dst: Location) -> int:
     """Delete the temporary files a killed run left in a local DST; how many there were.
 

@@ -159,16 +159,23 @@ def test_a_rerun_skips_what_is_done_and_retries_what_failed(translated, capsys, 
     state = _manifest(dst)
     done = {r["output"]: os.stat(r["output"]).st_mtime_ns for r in state.values() if r["output"]}
     src.join("bad", "zero_byte.jpg").write_bytes(encode(_image(24, 40, 9), "jpg"))  # fixed
+    deleted = sorted(done)[0]  # a user removed an output: the rerun makes it again
+    deleted_bytes = Path(deleted).read_bytes()
+    os.remove(deleted)
     argv = ["--model", str(tiny_model[0]), "--input", src.url, "--output", dst.url]
     rc, output = _translate(capsys, *argv)
     assert rc == 0, output
+    assert f"1 output recorded as written is no longer in {dst.url} (e.g. {deleted})" in output
     _, written, earlier, failed = _summary(output)
-    assert (written, earlier, failed) == (len(done) + 1, len(done), len(bad_files()) - 1)
+    assert (written, earlier, failed) == (len(done) + 1, len(done) - 1, len(bad_files()) - 1)
     assert _size(dst.join("bad", "zero_byte.png")) == (24, 40)
-    # Nothing that was done was translated or written again.
+    assert Path(deleted).read_bytes() == deleted_bytes
+    # Nothing else that was done was translated or written again.
+    del done[deleted]
     assert {o: os.stat(o).st_mtime_ns for o in done} == done
     rerun = _manifest(dst)
-    assert all(rerun[k]["time"] == v["time"] for k, v in state.items() if v["status"] == "done")
+    kept = [k for k, v in state.items() if v["status"] == "done" and v["output"] != deleted]
+    assert all(rerun[k]["time"] == state[k]["time"] for k in kept)
 
 
 def test_official_weights_translate_exactly_like_the_same_weights_of_this_project(
@@ -201,6 +208,14 @@ def test_a_folder_on_the_object_store(ray_cluster, capsys, tiny_model, s3_store)
     parts = dst.join("_manifest", "parts").path
     dst.fs.invalidate_cache()
     assert not [p for p in dst.fs.find(parts) if p.endswith(".jsonl")]  # all folded
+
+    # A rerun after one output was deleted translates that one only.
+    deleted = dst.join(next(iter(GOOD_SIZES)).rsplit(".", 1)[0] + ".png")
+    deleted.fs.rm(deleted.path)
+    rc, output = _translate(capsys, *argv, "--storage_options", json.dumps(s3_store.options))
+    assert rc == 0, output
+    assert f"1 output recorded as written is no longer in {dst.url}" in output
+    assert deleted.exists()
 
 
 def test_a_killed_run_and_its_rerun_leave_every_output_exactly_once(
