@@ -205,6 +205,8 @@ def register_generator(
     """
     if not name:
         raise UserError("--name is required")
+    if "/" in name or ":" in name:  # MLflow's rule, checked before anything is logged
+        raise UserError(f"--name {name!r}: a registered model's name cannot contain '/' or ':'")
     client = MlflowClient()
     run = _run_or_none(client, run_id)
     if run_id and run is None:

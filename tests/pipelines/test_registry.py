@@ -253,3 +253,10 @@ def test_register_a_training_run_by_its_id(history, client, tmp_path, mlflow_uri
 
     assert main(["register", "--run", "0" * 32, "--name", "from-run", *flags]) == 2
     assert f"no MLflow run {'0' * 32}" in capsys.readouterr().err
+    # A name MLflow would refuse is refused before anything is logged into the run.
+    logged = client.list_artifacts(run.info.run_id)
+    assert main(["register", "--run", run.info.run_id, "--name", "team/facades", *flags]) == 2
+    assert "--name 'team/facades': a registered model's name cannot contain" in (
+        capsys.readouterr().err
+    )
+    assert client.list_artifacts(run.info.run_id) == logged
