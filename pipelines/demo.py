@@ -53,24 +53,34 @@ SETTINGS: dict[str, Any] = {
 }
 
 
+# Pairs are crops of the sample photos (most of them 300 to 512 px high): a larger side would
+# mostly be upsampled, at a cost in memory and minutes.
+MAX_SIZE = 512
+
+
 @dataclass(frozen=True, kw_only=True)
 class DemoOptions:
     """The demo: where it writes, how much data."""
 
     output_dir: str = option("demo", "folder for the data, runs, MLflow store and report")
     num_pairs: int = option(160, "pairs made from the sample photos (1 in 10 val, 1 in 10 test)")
-    size: int = option(64, "side of the sample pairs in pixels")
+    size: int = option(64, "side of the sample pairs in pixels (32 to 512)")
     fresh: bool = option(False, "delete the demo folder's earlier data, runs and models first")
 
     def __post_init__(self) -> None:
         if self.num_pairs < 10:
             raise ValueError(f"num_pairs must be at least 10, got {self.num_pairs!r}")
-        if self.size < 32:
-            raise ValueError(f"size must be at least 32, got {self.size!r}")
+        if not 32 <= self.size <= MAX_SIZE:
+            raise ValueError(
+                f"size must be from 32 to {MAX_SIZE} (the sample photos' resolution), "
+                f"got {self.size!r}"
+            )
 
 
 def _folder(opts: DemoOptions) -> Path:
     root = Path(opts.output_dir).resolve()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--output_dir {root} is a file; choose a folder")
     if opts.fresh and root.exists():
         if not (root / MARKER).exists():
             raise UserError(f"{root} is not a demo folder (no {MARKER}); not deleting it")
