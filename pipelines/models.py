@@ -121,7 +121,12 @@ def _from_mlflow(uri: str) -> LoadedGenerator:
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
         except MlflowException as err:
-            raise UserError(f"cannot load {uri}: {err.message}") from None
+            hint = ""
+            if re.fullmatch(r"models:/[^/@]+", uri):  # MLflow reads it as a logged model's ID
+                name = uri.removeprefix("models:/")
+                hint = f" (a registered model needs a version or an alias: models:/{name}/1, "
+                hint += f"models:/{name}@champion)"
+            raise UserError(f"cannot load {uri}: {err.message}{hint}") from None
         folder = _artifact_folder(local, uri)
         with open(os.path.join(folder, WEIGHTS_FILE), "rb") as f:
             data = f.read()

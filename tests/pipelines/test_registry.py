@@ -250,6 +250,8 @@ def test_register_a_training_run_by_its_id(history, client, tmp_path, mlflow_uri
     )
     loaded = load_generator_from_uri("models:/from-run/1")
     assert loaded.eval_mode is True and loaded.crop_size == 32
+    with pytest.raises(UserError, match=r"needs a version or an alias: models:/from-run/1, "):
+        load_generator_from_uri("models:/from-run")
 
     assert main(["register", "--run", "0" * 32, "--name", "from-run", *flags]) == 2
     assert f"no MLflow run {'0' * 32}" in capsys.readouterr().err
