@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,8 +104,10 @@ def prepare_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     max_pixels: int | None = None,
+    ray_address: str | None = None,
 ) -> PrepareSummary:
-    """Prepare `src` into `dst` on the current Ray (a local one is started if none is).
+    """Prepare `src` into `dst` on the current Ray, or on `ray_address`'s, or on a local one,
+    started once the inputs are listed and checked (so that a mistake fails at once).
 
     Raises UserError when SRC does not exist, holds nothing, overlaps DST, or when every
     input is unusable (quarantine.parquet is still written, to say why).
@@ -127,6 +128,10 @@ def prepare_dataset(
     _clear_previous(dst)
 
     # 2. decode, validate, resize, encode, write shards
+    if sources.work:
+        from pipelines.ray_runtime import init_ray
+
+        init_ray(ray_address)
     results = _run_tasks(sources, src, dst, opts)
 
     # 3. quarantine, counts, dataset.json
@@ -192,9 +197,7 @@ def _run_tasks(sources: Sources, src: Location, dst: Location, opts: PrepareOpti
     import ray.data
 
     work = sources.work_table()
-    # Ray Data starts a local Ray if none is up; it will get every core.
-    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else os.cpu_count()
-    cpus = max(1, cpus or 1)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))  # Ray is up: prepare_dataset
     # Two blocks per CPU keeps every core busy to the end; the cap bounds shard size.
     per_task = max(1, min(MAX_PAIRS_PER_TASK, math.ceil(work.num_rows / (2 * cpus))))
     blocks = [work.slice(i, per_task) for i in range(0, work.num_rows, per_task)]
@@ -269,9 +272,8 @@ def run(args: argparse.Namespace) -> int:
     dst = Location.parse(args.dst, common.storage_options)
     if not src.exists():  # before starting Ray: a typo should fail in a blink
         raise UserError(f"source not found: {src.url}")
-    from pipelines.ray_runtime import init_ray
-
-    init_ray(ray_opts.ray_address)
-    summary = prepare_dataset(src, dst, **dataclasses.asdict(opts))
+    summary = prepare_dataset(
+        src, dst, **dataclasses.asdict(opts), ray_address=ray_opts.ray_address
+    )
     print(summary.line)
     return 0

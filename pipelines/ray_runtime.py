@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import warnings
 
 import ray
+
+from pipelines.errors import UserError
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
@@ -19,8 +23,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    given = "--ray_address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        _check_reachable(address, given)
         ray.init(address=address, logging_level=logging.WARNING)
         return
     if num_cpus is None:
@@ -31,6 +37,20 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         logging_level=logging.WARNING,
         runtime_env={"worker_process_setup_hook": "pipelines.ray_runtime.quiet_ray_logs"},
     )
+
+
+def _check_reachable(address: str, given: str) -> None:
+    """Fail at once on a HOST:PORT where nothing listens (ray.init would retry for minutes)."""
+    match = re.fullmatch(r"(?:ray://)?([^:/]+):(\d+)", address)
+    if match is None:  # "auto", or a form Ray reads itself
+        return
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=10).close()
+    except OSError as err:
+        raise UserError(
+            f"{given} {address}: no Ray cluster answers there ({err}); give the head "
+            "node's HOST:PORT (6379 by default), or leave it out to start a local Ray"
+        ) from None
 
 
 def cluster_cores() -> int:

@@ -1,6 +1,9 @@
 """`pix2pix prepare` end to end on the session's local Ray: every layout, every bad input."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,6 +18,8 @@ from pipelines.prepare_sources import carve_val, discover, source_fingerprint
 from pipelines.sample_data import encode, write_dataset
 from pipelines.storage import Location
 from tests.bad_inputs import bad_files, odd_files
+
+ROOT = Path(__file__).parents[2]
 
 LOAD = 32  # tiny: the tests check behaviour, not image quality
 
@@ -244,6 +249,33 @@ def test_dst_inside_src_is_refused(tmp_path):
     src.join("train", "x.png").write_bytes(encode(np.zeros((8, 16, 3), np.uint8)))
     with pytest.raises(UserError, match="inside SRC"):
         prepare_dataset(src, src.join("prepared"))
+
+
+def test_dst_inside_src_is_refused_before_ray_is_reached(tmp_path):
+    src = tmp_path / "photos"
+    Location.parse(str(src)).join("train", "x.png").write_bytes(
+        encode(np.zeros((8, 16, 3), np.uint8))
+    )
+    # An address where no Ray runs: reaching for it first would fail on that instead.
+    command = [sys.executable, "-m", "pipelines.cli", "prepare", str(src), str(src / "prepared"),
+               "--ray_address", "127.0.0.1:9"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().endswith(
+        f"DST {src / 'prepared'} is inside SRC {src}; choose another DST"
+    )
+
+
+def test_a_ray_address_where_nothing_listens_is_refused_at_once(tmp_path):
+    src = tmp_path / "photos"
+    Location.parse(str(src)).join("train", "x.png").write_bytes(
+        encode(np.zeros((8, 16, 3), np.uint8))
+    )
+    command = [sys.executable, "-m", "pipelines.cli", "prepare", str(src), str(tmp_path / "out"),
+               "--ray_address", "127.0.0.1:9"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert "error: --ray_address 127.0.0.1:9: no Ray cluster answers there" in done.stderr
 
 
 def test_layout_detection(tmp_path):
