@@ -27,7 +27,14 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address, given)
-        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except ConnectionError as err:  # e.g. "auto" with no Ray running on this machine
+            first = str(err).split(". ")[0]
+            raise UserError(
+                f"{given} {address}: {first}; start one (`ray start --head`), or "
+                f"{_without(given)} to start a local Ray"
+            ) from None
         return
     if num_cpus is None:
         num_cpus = max(4, os.cpu_count() or 1)
@@ -37,6 +44,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         logging_level=logging.WARNING,
         runtime_env={"worker_process_setup_hook": "pipelines.ray_runtime.quiet_ray_logs"},
     )
+
+
+def _without(given: str) -> str:
+    return "unset RAY_ADDRESS" if given == "RAY_ADDRESS" else "leave --ray_address out"
 
 
 def _check_reachable(address: str, given: str) -> None:
@@ -49,7 +60,7 @@ def _check_reachable(address: str, given: str) -> None:
     except OSError as err:
         raise UserError(
             f"{given} {address}: no Ray cluster answers there ({err}); give the head "
-            "node's HOST:PORT (6379 by default), or leave it out to start a local Ray"
+            f"node's HOST:PORT (6379 by default), or {_without(given)} to start a local Ray"
         ) from None
 
 

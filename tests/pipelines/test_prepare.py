@@ -1,6 +1,7 @@
 """`pix2pix prepare` end to end on the session's local Ray: every layout, every bad input."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -276,6 +277,13 @@ def test_a_ray_address_where_nothing_listens_is_refused_at_once(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2, done.stderr
     assert "error: --ray_address 127.0.0.1:9: no Ray cluster answers there" in done.stderr
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
+    done = subprocess.run(
+        command[:-2], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+    )
+    assert done.returncode == 2, done.stderr
+    assert "error: RAY_ADDRESS 127.0.0.1:9: no Ray cluster answers there" in done.stderr
+    assert "or unset RAY_ADDRESS to start a local Ray" in done.stderr
 
 
 def test_layout_detection(tmp_path):
