@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import urllib.parse
 from functools import cache
 from pathlib import Path
 
 import mlflow
+
+from pipelines.errors import UserError
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -20,7 +24,23 @@ def resolve_tracking_uri(uri: str | None) -> str:
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + os.path.abspath(uri[len(prefix) :])
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
     return uri
+
+
+@cache
+def _check_server(uri: str) -> None:
+    """Fail at once when nothing listens at a server URI (MLflow retries for minutes)."""
+    url = urllib.parse.urlsplit(uri)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=10).close()
+    except OSError as err:
+        raise UserError(
+            f"no MLflow tracking server answers at {uri} ({err}); start it, or correct "
+            "--tracking_uri / MLFLOW_TRACKING_URI"
+        ) from None
 
 
 def sqlite_artifact_location(uri: str) -> str | None:
