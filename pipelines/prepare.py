@@ -128,11 +128,7 @@ def prepare_dataset(
     _clear_previous(dst)
 
     # 2. decode, validate, resize, encode, write shards
-    if sources.work:
-        from pipelines.ray_runtime import init_ray
-
-        init_ray(ray_address)
-    results = _run_tasks(sources, src, dst, opts)
+    results = _run_tasks(sources, src, dst, opts, ray_address)
 
     # 3. quarantine, counts, dataset.json
     bad = results.filter(pc.is_valid(results["reason"]))
@@ -189,15 +185,20 @@ def _clear_previous(dst: Location) -> None:
             loc.fs.rm(loc.path, recursive=True)
 
 
-def _run_tasks(sources: Sources, src: Location, dst: Location, opts: PrepareOptions) -> pa.Table:
+def _run_tasks(
+    sources: Sources, src: Location, dst: Location, opts: PrepareOptions, ray_address: str | None
+) -> pa.Table:
     """Process the work list on Ray Data: one task per block, one shard per block."""
     if not sources.work:
         return RESULT_SCHEMA.empty_table()
     import ray
     import ray.data
 
+    from pipelines.ray_runtime import init_ray
+
+    init_ray(ray_address)
     work = sources.work_table()
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))  # Ray is up: prepare_dataset
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # Two blocks per CPU keeps every core busy to the end; the cap bounds shard size.
     per_task = max(1, min(MAX_PAIRS_PER_TASK, math.ceil(work.num_rows / (2 * cpus))))
     blocks = [work.slice(i, per_task) for i in range(0, work.num_rows, per_task)]

@@ -43,6 +43,7 @@ from pipelines.options import (
 )
 from pipelines.ray_runtime import init_ray
 from pipelines.storage import Location
+from pipelines.text import count
 from pipelines.tracking import git_commit, resolve_tracking_uri, setup_mlflow
 from pipelines.train_options import EXECUTION_ONLY, TrainOptions
 
@@ -529,10 +530,10 @@ def train(
         return done
     if fault_hook is not None:
         run = dataclasses.replace(run, fault_hook=fault_hook)
-    workers = _count(opts.num_workers, "worker")
+    workers = count(opts.num_workers, "worker")
     device = "GPU" if run.use_gpu else f"{run.cpus_per_worker:g} CPU"
     print(
-        f"training {run.name}: {workers} x {device}, {_count(model.total_epochs, 'epoch')}, "
+        f"training {run.name}: {workers} x {device}, {count(model.total_epochs, 'epoch')}, "
         f"run folder {run.folder.url}",
         flush=True,
     )
@@ -548,14 +549,10 @@ def train(
     return out
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
 def _summary(result: TrainResult) -> str:
     best = {k: result.best_metrics.get(k, float("nan")) for k in ("val_L1", "val_PSNR", "val_SSIM")}
     return (
-        f"{_count(result.epochs, 'epoch')}; best val L1 {best['val_L1']:.4f} "
+        f"{count(result.epochs, 'epoch')}; best val L1 {best['val_L1']:.4f} "
         f"(PSNR {best['val_PSNR']:.2f}, SSIM {best['val_SSIM']:.3f}) at {result.best_checkpoint}; "
         f"MLflow run {result.mlflow_run_id}"
     )

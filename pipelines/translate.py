@@ -37,6 +37,7 @@ from pipelines.options import (
     option,
 )
 from pipelines.storage import Location
+from pipelines.text import count
 from pipelines.translate_images import FORMATS
 
 SIDES = ("A", "B", "full")
@@ -419,10 +420,10 @@ def run(args: argparse.Namespace) -> int:
         present = existing_outputs(dst)
         gone = [j for j in jobs if j.url in done and j.output not in present]
         if gone:
-            n = len(gone)
             print(
-                f"{n:,} output{'s' * (n != 1)} recorded as written {'are' if n != 1 else 'is'} "
-                f"no longer in {dst.url} (e.g. {gone[0].output}); translating again"
+                f"{count(len(gone), 'output')} recorded as written "
+                f"{'is' if len(gone) == 1 else 'are'} no longer in {dst.url} "
+                f"(e.g. {gone[0].output}); translating again"
             )
             done -= {j.url for j in gone}
     todo = [j for j in jobs if j.url not in done]

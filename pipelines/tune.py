@@ -46,6 +46,7 @@ from pipelines.options import (
     read_yaml,
 )
 from pipelines.storage import Location
+from pipelines.text import count
 from pipelines.train_options import EXECUTION_ONLY, TrainOptions
 from pipelines.tune_space import PAPER_SEARCH_SPACE, SearchSpace, parse_search_space
 
@@ -393,7 +394,7 @@ def tune(
         epochs = max_epochs(space, model)
         scheduler = early_stopping(sweep, epochs)
         stopping = (
-            f"ASHA on {metric} after {sweep.grace_period} epoch{'s' * (sweep.grace_period != 1)}"
+            f"ASHA on {metric} after {count(sweep.grace_period, 'epoch')}"
             if scheduler
             else f"no early stopping (--grace_period {sweep.grace_period}, {epochs} epochs)"
         )

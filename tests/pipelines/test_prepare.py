@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +17,7 @@ from pipelines.prepare_sources import carve_val, discover, source_fingerprint
 from pipelines.sample_data import encode, write_dataset
 from pipelines.storage import Location
 from tests.bad_inputs import bad_files, odd_files
-
-ROOT = Path(__file__).parents[2]
+from tests.cli_process import run_cli
 
 LOAD = 32  # tiny: the tests check behaviour, not image quality
 
@@ -245,22 +242,23 @@ def test_cli_bad_option_values_exit_2(tmp_path, capsys):
     assert "val_fraction must be in [0, 1), got 1.5" in capsys.readouterr().err
 
 
+def _one_aligned_pair(src: Path) -> Path:
+    Location.parse(str(src)).join("train", "x.png").write_bytes(
+        encode(np.zeros((8, 16, 3), np.uint8))
+    )
+    return src
+
+
 def test_dst_inside_src_is_refused(tmp_path):
-    src = Location.parse(str(tmp_path))
-    src.join("train", "x.png").write_bytes(encode(np.zeros((8, 16, 3), np.uint8)))
+    src = Location.parse(str(_one_aligned_pair(tmp_path)))
     with pytest.raises(UserError, match="inside SRC"):
         prepare_dataset(src, src.join("prepared"))
 
 
 def test_dst_inside_src_is_refused_before_ray_is_reached(tmp_path):
-    src = tmp_path / "photos"
-    Location.parse(str(src)).join("train", "x.png").write_bytes(
-        encode(np.zeros((8, 16, 3), np.uint8))
-    )
+    src = _one_aligned_pair(tmp_path / "photos")
     # An address where no Ray runs: reaching for it first would fail on that instead.
-    command = [sys.executable, "-m", "pipelines.cli", "prepare", str(src), str(src / "prepared"),
-               "--ray_address", "127.0.0.1:9"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = run_cli("prepare", str(src), str(src / "prepared"), "--ray_address", "127.0.0.1:9")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().endswith(
         f"DST {src / 'prepared'} is inside SRC {src}; choose another DST"
@@ -268,19 +266,11 @@ def test_dst_inside_src_is_refused_before_ray_is_reached(tmp_path):
 
 
 def test_a_ray_address_where_nothing_listens_is_refused_at_once(tmp_path):
-    src = tmp_path / "photos"
-    Location.parse(str(src)).join("train", "x.png").write_bytes(
-        encode(np.zeros((8, 16, 3), np.uint8))
-    )
-    command = [sys.executable, "-m", "pipelines.cli", "prepare", str(src), str(tmp_path / "out"),
-               "--ray_address", "127.0.0.1:9"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    args = ["prepare", str(_one_aligned_pair(tmp_path / "photos")), str(tmp_path / "out")]
+    done = run_cli(*args, "--ray_address", "127.0.0.1:9")
     assert done.returncode == 2, done.stderr
     assert "error: --ray_address 127.0.0.1:9: no Ray cluster answers there" in done.stderr
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
-    done = subprocess.run(
-        command[:-2], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
-    )
+    done = run_cli(*args, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"})
     assert done.returncode == 2, done.stderr
     assert "error: RAY_ADDRESS 127.0.0.1:9: no Ray cluster answers there" in done.stderr
     assert "or unset RAY_ADDRESS to start a local Ray" in done.stderr

@@ -1,8 +1,5 @@
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,8 +7,7 @@ import pytest
 
 from pipelines.errors import UserError
 from pipelines.storage import Location, parse_storage_options
-
-ROOT = Path(__file__).parents[2]
+from tests.cli_process import ROOT, run_cli
 
 
 def test_local_paths_become_absolute(tmp_path, monkeypatch):
@@ -62,32 +58,26 @@ def test_s3_options_override_environment(s3_store, monkeypatch):
     assert loc.arrow_fs.get_file_info(loc.path).size == 1
 
 
-def _cli(args, env, cwd):
-    """`pix2pix ARGS` in a fresh process with `env` (what a user's shell would hold)."""
-    command = [sys.executable, "-m", "pipelines.cli", *args]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
 def test_storage_access_problems_are_explained_without_a_trace(s3_store, tmp_path):
     no_aws = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     no_aws |= {"HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}  # no ~/.aws either
     src = f"s3://{s3_store.bucket}/no-such-folder"
 
-    done = _cli(["prepare", src, str(tmp_path / "out")], no_aws, tmp_path)
+    done = run_cli("prepare", src, str(tmp_path / "out"), env=no_aws, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "error: no credentials for the object store: set AWS_ACCESS_KEY_ID" in done.stderr
     assert "Traceback" not in done.stderr
 
     wrong_key = json.dumps({"endpoint_url": s3_store.endpoint_url, "key": "x", "secret": "y"})
-    done = _cli(["prepare", src, str(tmp_path / "out"), "--storage_options", wrong_key],
-                no_aws, tmp_path)  # fmt: skip
+    done = run_cli("prepare", src, str(tmp_path / "out"), "--storage_options", wrong_key,
+                   env=no_aws, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert f"error: no permission to read {src}" in done.stderr
     assert "Traceback" not in done.stderr
 
     closed_port = json.dumps({"endpoint_url": "http://127.0.0.1:9", "key": "x", "secret": "y"})
-    done = _cli(["prepare", src, str(tmp_path / "out"), "--storage_options", closed_port],
-                no_aws, tmp_path)  # fmt: skip
+    done = run_cli("prepare", src, str(tmp_path / "out"), "--storage_options", closed_port,
+                   env=no_aws, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "error: cannot reach the object store" in done.stderr
     assert "Traceback" not in done.stderr
