@@ -196,7 +196,7 @@ def _run_tasks(
 
     from pipelines.ray_runtime import init_ray
 
-    init_ray(ray_address)
+    init_ray(ray_address, training=False)
     work = sources.work_table()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # Two blocks per CPU keeps every core busy to the end; the cap bounds shard size.

@@ -13,12 +13,19 @@ import ray
 from pipelines.errors import UserError
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
+def init_ray(
+    address: str | None = None, *, num_cpus: int | None = None, training: bool = True
+) -> None:
     """Join `address` (or RAY_ADDRESS), or start a local Ray; a no-op if Ray is up.
 
     A local Ray on a small machine is given at least 4 logical CPUs: Train workers,
     Data tasks and the Tune driver each hold a CPU slot while mostly waiting, and with
     only the physical count they can starve each other. The OS still shares the cores.
+
+    A local Ray for `training` runs `quiet_ray_logs` in every worker. That setup hook
+    gives the job a runtime env of its own, which the workers Ray starts ahead of time
+    lack, so none of them can be used; verbs without Ray Train (prepare, translate) go
+    without it and save those process starts.
     """
     if ray.is_initialized():
         return
@@ -38,11 +45,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> None
         return
     if num_cpus is None:
         num_cpus = max(4, os.cpu_count() or 1)
+    hook = {"worker_process_setup_hook": "pipelines.ray_runtime.quiet_ray_logs"}
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
         logging_level=logging.WARNING,
-        runtime_env={"worker_process_setup_hook": "pipelines.ray_runtime.quiet_ray_logs"},
+        runtime_env=hook if training else None,
     )
 
 

@@ -433,7 +433,7 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         from pipelines.ray_runtime import init_ray
 
-        init_ray(ray_opts.ray_address)
+        init_ray(ray_opts.ray_address, training=False)
         runtime, actors, num_gpus = _runtime(opts, model_opts, loaded)
         ds = _pipeline(todo, dst, opts, common, loaded, runtime, actors, num_gpus)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -1,0 +1,49 @@
+"""Starting a local Ray: what each kind of verb gets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.cli_process import ROOT
+
+# In a fresh process: a local Ray as translate and prepare start it; once Ray has started
+# its workers ahead of time (ray::IDLE), an actor must land on one of them, not
+# on a process of its own.
+ACTOR_ON_A_PRESTARTED_WORKER = """
+import os, subprocess, sys, time
+import ray
+from pipelines.ray_runtime import init_ray
+
+def idle_workers():  # this Ray's: children of the raylet this process started
+    ps = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+    rows = [line.split(None, 2) for line in ps.stdout.splitlines()]
+    ours = {int(pid) for pid, ppid, _ in rows if int(ppid) == os.getpid()}
+    return {int(pid) for pid, ppid, args in rows if int(ppid) in ours and "ray::IDLE" in args}
+
+init_ray(training=False)
+deadline = time.monotonic() + 60
+while not idle_workers() and time.monotonic() < deadline:
+    time.sleep(0.5)
+before = idle_workers()
+
+@ray.remote(num_cpus=1)
+class Pid:
+    def get(self):
+        return os.getpid()
+
+pid = ray.get(Pid.remote().get.remote())
+print("prestarted:", sorted(before), "actor:", pid)
+sys.exit(0 if pid in before else 1)
+"""
+
+
+def test_a_local_ray_without_training_runs_actors_on_the_workers_it_started_ahead():
+    done = subprocess.run(
+        [sys.executable, "-c", ACTOR_ON_A_PRESTARTED_WORKER],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
