@@ -7,9 +7,11 @@ Modules are imported only when their verb runs, so `pix2pix --help` stays instan
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
+from importlib import metadata
 
 from pipelines.errors import UserError
 
@@ -29,13 +31,28 @@ VERBS: dict[str, tuple[str, str]] = {
 
 def _top_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {verb:<10} {desc}" for verb, (_, desc) in VERBS.items())
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="pix2pix",
         description="Pix2Pix image-to-image translation on Ray and MLflow.",
         epilog=f"verbs:\n{lines}\n\n`pix2pix VERB --help` lists a verb's flags.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="pix2pix VERB [flags]",
     )
+    parser.add_argument("--version", action="store_true", help="show the version and exit")
+    return parser
+
+
+def version() -> str:
+    try:
+        return metadata.version("pix2pix")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+def _unknown_verb(verb: str) -> str:
+    close = difflib.get_close_matches(verb, VERBS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown verb {verb!r}; {hint}choose one of: {', '.join(VERBS)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"pix2pix {version()}")
+        return 0
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
-        top.error(f"unknown verb {verb!r}; choose one of: {', '.join(VERBS)}")
+        top.error(_unknown_verb(verb))
     module_name, description = VERBS[verb]
     if not sys.stdout.isatty():
         # In a log file a progress bar is one long line of carriage returns.

@@ -94,7 +94,17 @@ def test_cli_unknown_verb_exits_2(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["trian"])
     assert exc.value.code == 2
-    assert "unknown verb 'trian'" in capsys.readouterr().err
+    assert "unknown verb 'trian'; did you mean 'train'?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["xyz"])
+    assert "unknown verb 'xyz'; choose one of: prepare, train," in capsys.readouterr().err
+
+
+def test_cli_version_is_the_installed_distributions(capsys):
+    from importlib import metadata
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"pix2pix {metadata.version('pix2pix')}\n"
 
 
 @pytest.mark.parametrize("verb", list(cli.VERBS))
