@@ -35,6 +35,7 @@ from pipelines.models import (
 )
 from pipelines.options import CommonOptions, add_options, load_options, option
 from pipelines.storage import Location
+from pipelines.text import count
 from pix2pix_core import GeneratorConfig
 from pix2pix_core.metrics import ImageMetrics
 from pix2pix_core.transforms import resize, to_tensor
@@ -211,12 +212,12 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_model(
         loaded, data, opts.split, batch_size=opts.batch_size, eval_mode=opts.eval
     )
-    count = read_info(data)["counts"][opts.split]
+    pairs = read_info(data)["counts"][opts.split]
     line = " ".join(
         f"{k.upper()} {v:.4f}" if math.isfinite(v) else f"{k.upper()} {v}"
         for k, v in metrics.items()
     )
-    print(f"{opts.model} on {opts.split} ({count} pairs, split {fingerprint}): {line}")
+    print(f"{opts.model} on {opts.split} ({count(pairs, 'pair')}, split {fingerprint}): {line}")
     if opts.log:
         run_id = _log_to_mlflow(common, opts, {**metrics, "split_fingerprint": fingerprint})
         print(f"logged to MLflow run {run_id}")

@@ -39,6 +39,7 @@ from pipelines.prepare_images import (
 )
 from pipelines.prepare_sources import LAYOUTS, Sources, carve_val, discover
 from pipelines.storage import Location
+from pipelines.text import count
 
 DIRECTIONS = ("AtoB", "BtoA")
 # Pairs per Ray task, and so per Parquet shard (about 270 KB a pair at load_size 286).
@@ -89,7 +90,7 @@ class PrepareSummary:
     def line(self) -> str:
         quarantine = f"{self.dst.rstrip('/')}/{QUARANTINE_FILE}"
         return (
-            f"{self.inputs:,} pairs: {self.ready:,} ready, {self.quarantined:,} quarantined "
+            f"{count(self.inputs, 'pair')}: {self.ready:,} ready, {self.quarantined:,} quarantined "
             f"(see {quarantine})"
         )
 
@@ -153,7 +154,7 @@ def prepare_dataset(
     if summary.ready == 0:
         reasons = "; ".join(f"{url}: {reason}" for url, reason in quarantine[:3])
         raise UserError(
-            f"all {summary.inputs:,} inputs in {src.url} are unusable "
+            f"all {count(summary.inputs, 'input')} in {src.url} are unusable "
             f"(see {dst.join(QUARANTINE_FILE).url}), e.g. {reasons}"
         )
     notes = sum(1 for note in good["note"].to_pylist() if note)

@@ -219,9 +219,9 @@ def worker_resources(opts: TrainOptions) -> tuple[bool, float]:
         # Ray Train waits for them without a word: an autoscaling cluster adds GPU nodes,
         # a local Ray never will.
         print(
-            f"--use_gpu: waiting for {opts.num_workers} GPUs, the cluster has {gpus:g} now "
-            "(an autoscaling cluster adds GPU nodes; on this machine alone, stop with Ctrl-C "
-            "and drop --use_gpu)",
+            f"--use_gpu: waiting for {count(opts.num_workers, 'GPU')}, the cluster has "
+            f"{gpus:g} now (an autoscaling cluster adds GPU nodes; on this machine alone, stop "
+            "with Ctrl-C and drop --use_gpu)",
             file=sys.stderr,
             flush=True,
         )

@@ -256,7 +256,9 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
     if num_gpus is None:
         num_gpus = 1.0 if gpus >= 1 else 0.0
     if num_gpus > gpus:
-        raise UserError(f"--num_gpus_per_actor {num_gpus:g}: the cluster has {gpus:g} GPUs")
+        raise UserError(
+            f"--num_gpus_per_actor {num_gpus:g}: the cluster has {count(int(gpus), 'GPU')}"
+        )
     tile, overlap = _tiles(opts, loaded)
     if num_gpus:
         actors = opts.num_actors or max(1, int(gpus // num_gpus))
@@ -272,8 +274,9 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
         )
     if actors * threads > cpus:
         raise UserError(
-            f"{actors} actors x {threads} CPUs need {actors * threads} CPUs; the cluster has "
-            f"{cpus} (see --num_actors, --num_cpus_per_actor)"
+            f"{count(actors, 'actor')} x {count(threads, 'CPU')} need "
+            f"{count(actors * threads, 'CPU')}; the cluster has {cpus} "
+            "(see --num_actors, --num_cpus_per_actor)"
         )
     device = "cuda" if num_gpus else "cpu"
     runtime = Runtime(
@@ -308,7 +311,7 @@ class Counts:
         rate = self.processed / self.seconds if self.seconds > 0 else 0.0
         earlier = f" ({self.earlier:,} in earlier runs)" if self.earlier else ""
         return (
-            f"{self.inputs:,} images: {self.written:,} written{earlier}, "
+            f"{count(self.inputs, 'image')}: {self.written:,} written{earlier}, "
             f"{self.failed:,} failed; {rate:.1f} images/s"
         )
 
@@ -411,6 +414,11 @@ def run(args: argparse.Namespace) -> int:
             f"ignoring {len(listing.ignored):,} hidden files or files without an image extension "
             f"(e.g. {listing.ignored[0]})"
         )
+    if listing.repeated:
+        entries = (
+            "1 entry repeats" if listing.repeated == 1 else f"{listing.repeated:,} entries repeat"
+        )
+        print(f"{src.url}: {entries} an earlier one; each file is translated once")
     jobs = plan(listing.inputs, dst, suffix=opts.suffix, fmt=opts.format)
     check_job(dst, _settings(opts, loaded))
     state, _ = read_state(dst)

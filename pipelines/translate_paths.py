@@ -47,6 +47,7 @@ class Job:
 class Listing:
     inputs: list[tuple[str, str]]  # (url, rel)
     ignored: list[str]  # files under SRC without an image extension, and hidden files
+    repeated: int = 0  # entries of a list file that name a file an earlier entry names
 
 
 def _has_image_ext(path: str) -> bool:
@@ -65,7 +66,9 @@ def list_inputs(src: Location, *, exclude: Location | None = None) -> Listing:
         raise UserError(f"--input {src.url}: not found")
     if not fs.isdir(src.path):
         if src.url.lower().endswith(LIST_EXTENSIONS):
-            return Listing(_read_list(src), [])
+            urls = _read_list(src)
+            inputs = _relative_to_common_folder(list(dict.fromkeys(urls)))
+            return Listing(inputs, [], repeated=len(urls) - len(inputs))
         if _has_image_ext(src.url):
             return Listing([(src.url, src.name)], [])
         raise UserError(
@@ -85,7 +88,7 @@ def list_inputs(src: Location, *, exclude: Location | None = None) -> Listing:
     return Listing(inputs, [url for url, _ in ignored])
 
 
-def _read_list(src: Location) -> list[tuple[str, str]]:
+def _read_list(src: Location) -> list[str]:
     text = src.read_bytes().decode("utf-8-sig", errors="replace")
     if src.url.lower().endswith(".csv"):
         rows = list(csv.reader(io.StringIO(text)))
@@ -108,8 +111,12 @@ def _read_list(src: Location) -> list[tuple[str, str]]:
         )
     if not urls:
         raise UserError(f"--input {src.url}: the list names no files")
+    return urls
+
+
+def _relative_to_common_folder(urls: list[str]) -> list[tuple[str, str]]:
     common = _common_folder(urls)
-    return [(url, url[len(common) :].lstrip("/")) for url in dict.fromkeys(urls)]
+    return [(url, url[len(common) :].lstrip("/")) for url in urls]
 
 
 def _common_folder(urls: list[str]) -> str:

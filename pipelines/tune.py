@@ -396,10 +396,11 @@ def tune(
         stopping = (
             f"ASHA on {metric} after {count(sweep.grace_period, 'epoch')}"
             if scheduler
-            else f"no early stopping (--grace_period {sweep.grace_period}, {epochs} epochs)"
+            else f"no early stopping (--grace_period {sweep.grace_period}, "
+            f"{count(epochs, 'epoch')})"
         )
         print(
-            f"sweep {name}: {sweep.num_samples} trials of {', '.join(space.names)} "
+            f"sweep {name}: {count(sweep.num_samples, 'trial')} of {', '.join(space.names)} "
             f"({sweep.search_alg} search), at most {concurrency} at once, {stopping}; "
             f"folder {folder.url}",
             flush=True,
@@ -516,7 +517,7 @@ def run(args: argparse.Namespace) -> int:
     result = tune(model, opts, common, sweep, ray_address=ray_opts.ray_address)
     best = ", ".join(f"{k}={v!r}" for k, v in result.best_config.items())
     print(
-        f"pix2pix tune: {result.num_trials} trials in {time.monotonic() - started:.0f} s; "
+        f"pix2pix tune: {count(result.num_trials, 'trial')} in {time.monotonic() - started:.0f} s; "
         f"best {result.metric} {result.best_metrics.get(result.metric, float('nan')):.4f} "
         f"with {best}; checkpoint {result.best_checkpoint}; model {result.model_uri}",
         flush=True,

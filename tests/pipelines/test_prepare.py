@@ -12,7 +12,7 @@ from PIL import Image
 from pipelines.cli import main
 from pipelines.dataset import PAIR_SCHEMA, QUARANTINE_SCHEMA, read_info, read_prepared
 from pipelines.errors import UserError
-from pipelines.prepare import prepare_dataset
+from pipelines.prepare import PrepareSummary, prepare_dataset
 from pipelines.prepare_sources import carve_val, discover, source_fingerprint
 from pipelines.sample_data import encode, write_dataset
 from pipelines.storage import Location
@@ -274,6 +274,11 @@ def test_a_ray_address_where_nothing_listens_is_refused_at_once(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "error: RAY_ADDRESS 127.0.0.1:9: no Ray cluster answers there" in done.stderr
     assert "or unset RAY_ADDRESS to start a local Ray" in done.stderr
+
+
+def test_the_summary_line_agrees_in_number():
+    one = PrepareSummary(dst="d", layout="aligned", inputs=1, ready=1, quarantined=0)
+    assert one.line == "1 pair: 1 ready, 0 quarantined (see d/quarantine.parquet)"
 
 
 def test_layout_detection(tmp_path):

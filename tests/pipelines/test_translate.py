@@ -27,7 +27,7 @@ from tests.bad_inputs import bad_files, odd_files
 REPO = Path(__file__).resolve().parents[2]
 TILE = 32  # the tiny generator's size: larger images are tiled, smaller ones resized
 SUMMARY = re.compile(
-    r"^([\d,]+) images: ([\d,]+) written(?: \(([\d,]+) in earlier runs\))?, ([\d,]+) failed; "
+    r"^([\d,]+) images?: ([\d,]+) written(?: \(([\d,]+) in earlier runs\))?, ([\d,]+) failed; "
     r"[\d.]+ images/s$",
     re.MULTILINE,
 )

@@ -12,6 +12,7 @@ from PIL import Image
 from pipelines.errors import UserError
 from pipelines.sample_data import encode
 from pipelines.storage import Location
+from pipelines.translate import Counts
 from pipelines.translate_images import BadImage, decode
 from pipelines.translate_images import encode as encode_output
 from pipelines.translate_manifest import check_job, compact, read_state, record, write_part
@@ -87,10 +88,18 @@ def test_a_list_of_urls_mirrors_paths_below_their_common_folder(tmp_path):
     for name in ("imgs/x/a.png", "imgs/y/b.png"):
         root.join(name).write_bytes(png)
     root.join("list.txt").write_bytes(
-        b"# inputs\nimgs/x/a.png\n" + f"{tmp_path}/imgs/y/b.png\n".encode()
+        b"# inputs\nimgs/x/a.png\n" + f"{tmp_path}/imgs/y/b.png\n".encode() + b"imgs/x/a.png\n"
     )
     listing = list_inputs(root.join("list.txt"))
     assert [rel for _, rel in listing.inputs] == ["x/a.png", "y/b.png"]
+    assert listing.repeated == 1  # a.png, named twice, is one input
+
+
+def test_the_summary_line_agrees_in_number():
+    one = Counts(inputs=1, written=1, processed=1, seconds=2.0)
+    assert one.summary() == "1 image: 1 written, 0 failed; 0.5 images/s"
+    many = Counts(inputs=48_210, written=48_197, earlier=48_000, failed=13, processed=210)
+    assert many.summary().startswith("48,210 images: 48,197 written (48,000 in earlier runs), 13 ")
 
 
 # -- images ---------------------------------------------------------------------------------
