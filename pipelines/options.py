@@ -231,6 +231,25 @@ def _help_text(text: str, default: Any, required: bool | None) -> str:
     return f"{text} (default: {default})"
 
 
+class OnOff(argparse.Action):
+    """`--NAME` sets an option, `--no_NAME` clears it: the official code's spelling of a
+    negation (`--no_dropout`, `--no_flip`). argparse's own `--no-NAME` works too, unlisted.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        name = option_strings[0].removeprefix("--")
+        super().__init__([*option_strings, f"--no_{name}"], dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, not option_string.startswith("--no"))
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
+_HIDDEN = {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+
+
 def add_options(
     parser: argparse.ArgumentParser, *classes: type, exclude: frozenset[str] = frozenset()
 ) -> None:
@@ -254,7 +273,8 @@ def add_options(
             if tp is bool and default is False:
                 kwargs["action"] = "store_true"
             elif tp is bool:
-                kwargs["action"] = argparse.BooleanOptionalAction
+                kwargs["action"] = OnOff
+                group.add_argument(f"--no-{f.name}", dest=f.name, action="store_false", **_HIDDEN)
             else:
                 kwargs["type"] = str  # coerced later, with the same rules as YAML
                 kwargs["metavar"] = tp.__name__.upper()

@@ -70,7 +70,10 @@ class TranslateOptions:
     tile: bool = option(False, "every image at full resolution in overlapping tiles")
     tile_overlap: int | None = option(None, "tile overlap in pixels (default: tile size / 4)")
     eval: bool | None = option(
-        None, "eval mode: dropout off, batch-norm running stats (default: the model's setting)"
+        None,
+        "eval mode: dropout off, batch norm with its running statistics; --no_eval: the "
+        "paper's test time, dropout on, each image's own statistics (default: the setting "
+        "the model was saved with)",
     )
     batch_size: int = option(8, "images (tiles, for large ones) per forward pass")
     num_actors: int | None = option(
@@ -120,22 +123,6 @@ OPTION_GROUPS = (TranslateOptions, ModelOptions, CommonOptions, RayOptions)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # The official spelling is --eval; --no_eval (not argparse's --no-eval) matches it.
-    parser.add_argument(
-        "--eval",
-        dest="eval",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="eval mode: dropout off, batch norm with its running statistics",
-    )
-    parser.add_argument(
-        "--no_eval",
-        dest="eval",
-        action="store_false",
-        default=argparse.SUPPRESS,
-        help="the paper's test time: dropout on, batch norm with each image's statistics "
-        "(default: the setting the model was saved with)",
-    )
     add_options(parser, *OPTION_GROUPS)
 
 

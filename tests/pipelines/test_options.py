@@ -37,6 +37,28 @@ def test_flags_override_yaml(tmp_path):
     assert common.storage_path == "s3://bucket/runs"
 
 
+@pytest.mark.parametrize(
+    ("argv", "autocast"),
+    [([], None), (["--autocast"], True), (["--no_autocast"], False), (["--no-autocast"], False)],
+)
+def test_an_on_off_option_is_negated_as_the_official_code_spells_it(argv, autocast):
+    (model,) = _parse(argv, ModelOptions)
+    assert model.autocast is autocast
+
+
+def test_help_lists_the_official_negation_only(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    helps = {}
+    for verb in ("train", "translate", "evaluate"):
+        with pytest.raises(SystemExit):
+            cli.main([verb, "--help"])
+        helps[verb] = capsys.readouterr().out
+        assert "--no-" not in helps[verb], verb
+    assert "  --channels_last, --no_channels_last" in helps["train"]
+    assert "  --eval, --no_eval" in helps["translate"]
+    assert "  --eval, --no_eval" in helps["evaluate"]
+
+
 def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("lambda_l1: 10\n")
