@@ -412,8 +412,10 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()):  # -> TorchT
     # A new random block order each epoch; workers shuffle locally on top of it.
     train_ds = read_prepared(run.data, "train").select_columns(["a", "b"]).randomize_block_order()
     # The epoch line is the progress display: Ray Data's bars, redrawn by each worker's
-    # split of every epoch, would bury it.
+    # split of every epoch, and its "Starting execution ... Execution plan ..." lines,
+    # printed for every epoch, would bury it.
     train_ds.context.enable_progress_bars = False
+    train_ds.context.print_on_execution_start = False
     config = worker_config(run)
     config["val_pairs"] = ray.put(read_val_pairs(run.data, opts.num_val))
     return TorchTrainer(

@@ -108,6 +108,7 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     printed = printed.out + printed.err
     assert "epoch 1/3 | G_GAN" in printed and "epoch 2/3 | G_GAN" in printed
     assert "Running Dataset" not in printed and "row/s]" not in printed
+    assert "Starting execution of Dataset" not in printed and "Execution plan" not in printed
     assert "Parquet dataset sampling" not in printed
 
     # checkpoints in the object store: best 2 by val L1, plus the latest
