@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.text import duration
+
 LOSSES = ("G_GAN", "G_L1", "D_real", "D_fake")
 VAL_METRICS = ("val_L1", "val_PSNR", "val_SSIM", "val_FID")
 
@@ -52,11 +54,6 @@ def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.nda
     return np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
 
 
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def progress_line(epoch: int, total: int, metrics: dict[str, Any], eta_s: float) -> str:
     """One line per epoch: losses, validation metrics, throughput, time left."""
     losses = " ".join(f"{k} {metrics[k]:.3f}" for k in LOSSES if k in metrics)
@@ -68,5 +65,5 @@ def progress_line(epoch: int, total: int, metrics: dict[str, Any], eta_s: float)
     ]
     return (
         f"epoch {epoch}/{total} | {losses} | val {' '.join(v for v in val if v)} | "
-        f"{metrics.get('images_per_s', 0.0):.1f} img/s | ETA {_duration(eta_s)}"
+        f"{metrics.get('images_per_s', 0.0):.1f} img/s | ETA {duration(eta_s)}"
     )

@@ -12,12 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from pipelines import translate
 from pipelines.cli import main
 from pipelines.sample_data import encode
 from pipelines.storage import Location
@@ -136,7 +138,8 @@ def translated(ray_cluster, tiny_model, tmp_path_factory) -> tuple[Location, Loc
     src, dst = Location.parse(str(root / "src")), Location.parse(str(root / "out"))
     _write_inputs(src)
     argv = ["--model", str(tiny_model[0]), "--input", src.url, "--output", dst.url]
-    with _captured() as output:
+    # A progress line after every batch (the output is a log here, not a terminal).
+    with _captured() as output, mock.patch.object(translate, "PROGRESS_EVERY_S", 0.0):
         rc = main(["translate", *argv])
     assert rc == 0, output.getvalue()
     return src, dst, output.getvalue()
@@ -152,6 +155,17 @@ def test_a_folder_of_mixed_sizes_and_bad_files(translated):
         assert out.mode == "RGBA"
         assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(inp.getchannel("A")))
     assert "alpha" in rgba["note"]
+
+
+def test_a_log_gets_progress_lines_with_the_rate_and_the_time_left(translated):
+    *_, output = translated
+    inputs, *_ = _summary(output)
+    lines = re.findall(rf"^translated (\d+) of {inputs} images \((\d+)%\)(.*)$", output, re.M)
+    assert lines, output[-2000:]
+    done = [int(n) for n, _, _ in lines]
+    assert done == sorted(done) and done[0] > 0 and done[-1] < inputs
+    assert [int(pct) for _, pct, _ in lines] == [round(100 * n / inputs) for n in done]
+    assert "Running Dataset" not in output  # Ray Data's own progress blocks
 
 
 def test_a_rerun_skips_what_is_done_and_retries_what_failed(translated, capsys, tiny_model):

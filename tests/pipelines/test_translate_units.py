@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from PIL import Image
 from pipelines.errors import UserError
 from pipelines.sample_data import encode
 from pipelines.storage import Location
-from pipelines.translate import Counts
+from pipelines.translate import Counts, ProgressLine
 from pipelines.translate_images import BadImage, decode
 from pipelines.translate_images import encode as encode_output
 from pipelines.translate_manifest import check_job, compact, read_state, record, write_part
@@ -93,6 +95,20 @@ def test_a_list_of_urls_mirrors_paths_below_their_common_folder(tmp_path):
     listing = list_inputs(root.join("list.txt"))
     assert [rel for _, rel in listing.inputs] == ["x/a.png", "y/b.png"]
     assert listing.repeated == 1  # a.png, named twice, is one input
+
+
+def test_progress_lines_give_the_rate_and_time_left_from_the_first_results_on(capsys):
+    line = ProgressLine(total=100, every_s=0.0)
+    for done in (10, 40, 70, 100):
+        time.sleep(0.01)
+        line.update(done)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "translated 10 of 100 images (10%)"  # no rate yet: start-up only
+    for text, done in zip(printed[1:], (40, 70), strict=True):
+        assert re.fullmatch(
+            rf"translated {done} of 100 images \({done}%\); [\d.]+ images/s; ETA 0:00:0\d", text
+        ), text
+    assert len(printed) == 3  # the last batch is the summary's to report
 
 
 def test_the_summary_line_agrees_in_number():
