@@ -38,6 +38,7 @@ from pipelines.prepare_images import (
     process_batch,
 )
 from pipelines.prepare_sources import LAYOUTS, Sources, carve_val, discover
+from pipelines.progress import progress_for_logs
 from pipelines.storage import Location
 from pipelines.text import count
 
@@ -216,7 +217,13 @@ def _run_tasks(
             "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
         },
     )
-    tables = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    progress = progress_for_logs(ds, work.num_rows, "prepared", "pair")
+    tables, done = [], 0
+    for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        tables.append(table)
+        done += table.num_rows
+        if progress:
+            progress.update(done)
     if not tables:
         return RESULT_SCHEMA.empty_table()
     return pa.concat_tables([t.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA) for t in tables])

@@ -22,9 +22,7 @@ rerunning the same command skips what is done and retries what failed.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +36,12 @@ from pipelines.options import (
     load_options,
     option,
 )
+from pipelines.progress import progress_for_logs
 from pipelines.storage import Location
-from pipelines.text import count, duration
+from pipelines.text import count
 from pipelines.translate_images import FORMATS
 
 SIDES = ("A", "B", "full")
-PROGRESS_EVERY_S = 30.0  # a progress line this often when the output is a log, not a terminal
 IO_PLACES = ("auto", "tasks", "actor")
 DEFAULT_MAX_PIXELS = 2**26  # 8192 x 8192; tiles make the model's memory independent of it
 
@@ -306,34 +304,6 @@ class Counts:
         )
 
 
-class ProgressLine:
-    """How far, how fast, how long still: a line every `every_s`, for logs.
-
-    A terminal gets Ray Data's progress bars instead; in a log file they would be a
-    block of lines every ten seconds without a rate or a time left. The rate counts from
-    the first results on, so the start-up does not skew the time left.
-    """
-
-    def __init__(self, total: int, every_s: float) -> None:
-        self.total, self.every_s = total, every_s
-        self.printed = time.monotonic()
-        self.first: tuple[float, int] | None = None  # (when, how many) at the first results
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if self.first is None:
-            self.first = (now, done)
-        if done >= self.total or now - self.printed < self.every_s:
-            return
-        self.printed = now
-        line = f"translated {done:,} of {count(self.total, 'image')} ({done / self.total:.0%})"
-        since, before = self.first
-        if done > before and now > since:
-            rate = (done - before) / (now - since)
-            line += f"; {rate:.1f} images/s; ETA {duration((self.total - done) / rate)}"
-        print(line, flush=True)
-
-
 def _inside(child: Location, parent: Location) -> bool:
     return child.url.startswith(parent.url.rstrip("/") + "/")
 
@@ -462,12 +432,7 @@ def run(args: argparse.Namespace) -> int:
         init_ray(ray_opts.ray_address, training=False)
         runtime, actors, num_gpus = _runtime(opts, model_opts, loaded)
         ds = _pipeline(todo, dst, opts, common, loaded, runtime, actors, num_gpus)
-        progress = None
-        if not sys.stdout.isatty():
-            progress = ProgressLine(len(todo), PROGRESS_EVERY_S)
-            ds.context.enable_progress_bars = False
-            # ... and the warning that says how to turn them back on
-            logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+        progress = progress_for_logs(ds, len(todo), "translated", "image")
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             counts.processed += len(batch["url"])
             if progress:

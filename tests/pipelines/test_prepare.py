@@ -2,13 +2,16 @@
 
 import json
 import os
+import re
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from pipelines import progress
 from pipelines.cli import main
 from pipelines.dataset import PAIR_SCHEMA, QUARANTINE_SCHEMA, read_info, read_prepared
 from pipelines.errors import UserError
@@ -212,13 +215,19 @@ def test_all_bad_inputs_is_an_error_with_the_reasons(ray_cluster, tmp_path):
     assert not dst.join("dataset.json").exists()
 
 
-def test_cli_prepares_and_prints_the_summary(ray_cluster, tmp_path, capsys):
+def test_cli_prepares_and_prints_progress_and_the_summary(ray_cluster, tmp_path, capsys):
     src = Location.parse(str(tmp_path / "src"))
     write_dataset({"train": [_pair(0), _pair(1), _pair(3)]}, src, "aligned", fmt="png")
     dst = tmp_path / "out"
-    code = main(["prepare", src.url, str(dst), "--load_size", "16", "--direction", "BtoA"])
+    argv = ["prepare", src.url, str(dst), "--load_size", "16", "--direction", "BtoA"]
+    with mock.patch.object(progress, "PROGRESS_EVERY_S", 0.0):  # a line per finished block
+        code = main(argv)
     assert code == 0
-    assert "3 pairs: 3 ready, 0 quarantined" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 pairs: 3 ready, 0 quarantined" in out
+    # stdout is no terminal here: progress lines, not Ray Data's blocks
+    assert re.search(r"^prepared [12] of 3 pairs \((33|67)%\)", out, re.M), out
+    assert "Running Dataset" not in out
     info = json.loads((dst / "dataset.json").read_text())
     assert (info["direction"], info["load_size"], info["counts"]) == (
         "BtoA",

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import translate
+from pipelines import progress
 from pipelines.cli import main
 from pipelines.sample_data import encode
 from pipelines.storage import Location
@@ -139,7 +139,7 @@ def translated(ray_cluster, tiny_model, tmp_path_factory) -> tuple[Location, Loc
     _write_inputs(src)
     argv = ["--model", str(tiny_model[0]), "--input", src.url, "--output", dst.url]
     # A progress line after every batch (the output is a log here, not a terminal).
-    with _captured() as output, mock.patch.object(translate, "PROGRESS_EVERY_S", 0.0):
+    with _captured() as output, mock.patch.object(progress, "PROGRESS_EVERY_S", 0.0):
         rc = main(["translate", *argv])
     assert rc == 0, output.getvalue()
     return src, dst, output.getvalue()

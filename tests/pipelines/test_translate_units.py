@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from pipelines.errors import UserError
+from pipelines.progress import ProgressLine
 from pipelines.sample_data import encode
 from pipelines.storage import Location
-from pipelines.translate import Counts, ProgressLine
+from pipelines.translate import Counts
 from pipelines.translate_images import BadImage, decode
 from pipelines.translate_images import encode as encode_output
 from pipelines.translate_manifest import check_job, compact, read_state, record, write_part
@@ -98,7 +99,7 @@ def test_a_list_of_urls_mirrors_paths_below_their_common_folder(tmp_path):
 
 
 def test_progress_lines_give_the_rate_and_time_left_from_the_first_results_on(capsys):
-    line = ProgressLine(total=100, every_s=0.0)
+    line = ProgressLine(total=100, every_s=0.0, action="translated", noun="image")
     for done in (10, 40, 70, 100):
         time.sleep(0.01)
         line.update(done)
