@@ -240,8 +240,14 @@ class OnOff(argparse.Action):
         name = option_strings[0].removeprefix("--")
         super().__init__([*option_strings, f"--no_{name}"], dest, nargs=0, **kwargs)
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, not option_string.startswith("--no"))
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, not (option_string or "").startswith("--no"))
 
     def format_usage(self) -> str:
         return " | ".join(self.option_strings)
