@@ -97,6 +97,8 @@ def quiet_ray_logs() -> None:
       dashboard does not serve, and warns every second for the whole run.
     - Ray Train's dataset manager sets an option Ray Data has deprecated, and Ray Data
       warns about it on every run; nothing a user can change.
+    - The training data's progress bars are off (the epoch line is the display), and Ray
+      Data warns about that too, with advice to turn them back on.
 
     Runs in every worker process of a local Ray (a setup hook) and in each training
     worker; a cluster serves the State API, so its cleaner stays quiet anyway.
@@ -111,3 +113,4 @@ def quiet_ray_logs() -> None:
         "ray.train.v2._internal.execution.controller.placement_group_cleaner"
     ).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r"`ExecutionOptions\.exclude_resources`")
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
+from pipelines.ray_runtime import quiet_ray_logs
 from tests.cli_process import ROOT
 
 # In a fresh process: a local Ray as translate and prepare start it; once Ray has started
@@ -47,3 +49,18 @@ def test_a_local_ray_without_training_runs_actors_on_the_workers_it_started_ahea
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_the_training_hook_quiets_rays_chatter_in_the_process_it_runs_in():
+    names = [
+        "ray.train.v2._internal.execution.controller.placement_group_cleaner",
+        "ray.data._internal.progress",  # "Progress bars disabled. To enable, ..."
+    ]
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [logger.level for logger in loggers]
+    try:
+        quiet_ray_logs()
+        assert not any(logger.isEnabledFor(logging.WARNING) for logger in loggers)
+    finally:
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
