@@ -398,9 +398,10 @@ def run(args: argparse.Namespace) -> int:
     # 2. the work: every input, its output name, and what an earlier run already did
     listing = list_inputs(src, exclude=dst if _inside(dst, src) else None)
     if listing.ignored:
+        one = len(listing.ignored) == 1
         print(
-            f"ignoring {len(listing.ignored):,} hidden files or files without an image extension "
-            f"(e.g. {listing.ignored[0]})"
+            f"ignoring {count(len(listing.ignored), 'file')} that {'is' if one else 'are'} "
+            f"hidden or {'has' if one else 'have'} no image extension (e.g. {listing.ignored[0]})"
         )
     if listing.repeated:
         entries = (

@@ -148,7 +148,7 @@ def translated(ray_cluster, tiny_model, tmp_path_factory) -> tuple[Location, Loc
 def test_a_folder_of_mixed_sizes_and_bad_files(translated):
     src, dst, output = translated
     state = _check_outputs(src, dst, output)
-    assert "ignoring 1 hidden files or files without an image extension" in output
+    assert "ignoring 1 file that is hidden or has no image extension (e.g. " in output
     # Alpha was kept aside and put back on the output.
     rgba = state[src.join("odd", "rgba.png").url]
     with Image.open(rgba["output"]) as out, Image.open(src.join("odd", "rgba.png").path) as inp:
