@@ -98,7 +98,8 @@ def quiet_ray_logs() -> None:
     - Ray Train's dataset manager sets an option Ray Data has deprecated, and Ray Data
       warns about it on every run; nothing a user can change.
     - The training data's progress bars are off (the epoch line is the display), and Ray
-      Data warns about that too, with advice to turn them back on.
+      Data warns about that too, with advice to turn them back on; and it logs the end
+      of each epoch's data pass ("Dataset ... execution finished") at INFO.
 
     Runs in every worker process of a local Ray (a setup hook) and in each training
     worker; a cluster serves the State API, so its cleaner stays quiet anyway.
@@ -114,3 +115,4 @@ def quiet_ray_logs() -> None:
     ).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r"`ExecutionOptions\.exclude_resources`")
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)

@@ -56,11 +56,15 @@ def test_the_training_hook_quiets_rays_chatter_in_the_process_it_runs_in():
         "ray.train.v2._internal.execution.controller.placement_group_cleaner",
         "ray.data._internal.progress",  # "Progress bars disabled. To enable, ..."
     ]
+    epoch_lines = logging.getLogger("ray.data._internal.execution.streaming_executor")
     loggers = [logging.getLogger(name) for name in names]
-    saved = [logger.level for logger in loggers]
+    saved = [logger.level for logger in [*loggers, epoch_lines]]
     try:
         quiet_ray_logs()
         assert not any(logger.isEnabledFor(logging.WARNING) for logger in loggers)
+        # "Dataset ... execution finished" at each epoch's end: the epoch line says it
+        assert not epoch_lines.isEnabledFor(logging.INFO)
+        assert epoch_lines.isEnabledFor(logging.WARNING)
     finally:
-        for logger, level in zip(loggers, saved, strict=True):
+        for logger, level in zip([*loggers, epoch_lines], saved, strict=True):
             logger.setLevel(level)
