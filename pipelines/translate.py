@@ -38,7 +38,7 @@ from pipelines.options import (
 )
 from pipelines.progress import progress_for_logs
 from pipelines.storage import Location
-from pipelines.text import count
+from pipelines.text import count, plural
 from pipelines.translate_images import FORMATS
 
 SIDES = ("A", "B", "full")
@@ -245,7 +245,8 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
         num_gpus = 1.0 if gpus >= 1 else 0.0
     if num_gpus > gpus:
         raise UserError(
-            f"--num_gpus_per_actor {num_gpus:g}: the cluster has {count(int(gpus), 'GPU')}"
+            f"--num_gpus_per_actor {num_gpus:g}: the cluster has {gpus:g} "
+            f"{plural(gpus, 'GPU', 'GPUs')}"
         )
     tile, overlap = _tiles(opts, loaded)
     if num_gpus:
@@ -398,16 +399,17 @@ def run(args: argparse.Namespace) -> int:
     # 2. the work: every input, its output name, and what an earlier run already did
     listing = list_inputs(src, exclude=dst if _inside(dst, src) else None)
     if listing.ignored:
-        one = len(listing.ignored) == 1
+        n = len(listing.ignored)
         print(
-            f"ignoring {count(len(listing.ignored), 'file')} that {'is' if one else 'are'} "
-            f"hidden or {'has' if one else 'have'} no image extension (e.g. {listing.ignored[0]})"
+            f"ignoring {count(n, 'file')} that {plural(n, 'is', 'are')} hidden or "
+            f"{plural(n, 'has', 'have')} no image extension (e.g. {listing.ignored[0]})"
         )
     if listing.repeated:
-        entries = (
-            "1 entry repeats" if listing.repeated == 1 else f"{listing.repeated:,} entries repeat"
+        n = listing.repeated
+        print(
+            f"{src.url}: {count(n, 'entry', 'entries')} {plural(n, 'repeats', 'repeat')} an "
+            "earlier one; each file is translated once"
         )
-        print(f"{src.url}: {entries} an earlier one; each file is translated once")
     jobs = plan(listing.inputs, dst, suffix=opts.suffix, fmt=opts.format)
     check_job(dst, _settings(opts, loaded))
     state, _ = read_state(dst)
@@ -419,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
         if gone:
             print(
                 f"{count(len(gone), 'output')} recorded as written "
-                f"{'is' if len(gone) == 1 else 'are'} no longer in {dst.url} "
+                f"{plural(len(gone), 'is', 'are')} no longer in {dst.url} "
                 f"(e.g. {gone[0].output}); translating again"
             )
             done -= {j.url for j in gone}
