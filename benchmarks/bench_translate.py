@@ -7,7 +7,8 @@ unet_256 generator (eval mode), in images per second:
   default layout (NCHW) and thread count, save a PNG: what a script would do;
 - bare forward: the generator as the pipeline's actor prepares and runs it (freed memory
   kept, pix2pix_core.memory), at the pipeline's batch size, on random tensors in a tight
-  loop: the compute limit (12.1 GFLOP per 256 x 256 forward). Twice: in one process with
+  loop: the compute limit (12.1 GFLOP per 256 x 256 forward), in the pipeline's precision
+  (bf16 autocast where the device computes bf16 natively, else fp32). Twice: in one process with
   a torch thread per core (the reference), and in the pipeline's own layout, one
   single-threaded process per core side by side (one process on a GPU);
 - end to end: the `pix2pix translate` command in a fresh process, Ray start-up, listing,
@@ -48,6 +49,7 @@ from pipelines.translate_model import Runtime, prepare_generator  # noqa: E402
 from pix2pix_core import GeneratorConfig, build_generator, save_generator  # noqa: E402
 from pix2pix_core.memory import retain_freed_memory  # noqa: E402
 from pix2pix_core.networks import init_weights  # noqa: E402
+from pix2pix_core.precision import native_bf16  # noqa: E402
 
 SIZE = 256
 GFLOP_PER_IMAGE = 12.1  # one 256 x 256 unet_256 forward
@@ -103,7 +105,9 @@ def plain_loop(config: GeneratorConfig, state: dict, paths: list[Path], out: Pat
     return len(paths) / (time.perf_counter() - start)
 
 
-def _bare_worker(config: dict, n: int, batch_size: int, threads: int, barrier, results) -> None:
+def _bare_worker(
+    config: dict, n: int, batch_size: int, threads: int, autocast, barrier, results
+) -> None:
     """One process of the bare forward: the generator as the pipeline's actor prepares it."""
     torch.set_num_threads(threads)
     retain_freed_memory()  # as the actor does
@@ -113,7 +117,7 @@ def _bare_worker(config: dict, n: int, batch_size: int, threads: int, barrier, r
         batch_size=batch_size,
         tile=SIZE,
         eval_mode=True,
-        autocast=DEVICE == "cuda",
+        autocast=autocast,
     )
     torch.manual_seed(0)
     generator_config = GeneratorConfig.from_dict(config)
@@ -122,7 +126,7 @@ def _bare_worker(config: dict, n: int, batch_size: int, threads: int, barrier, r
     x = torch.rand(batch_size, 3, SIZE, SIZE, device=DEVICE)
     x = x.contiguous(memory_format=torch.channels_last)
     batches = max(1, -(-n // batch_size))
-    amp = torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=runtime.autocast)
+    amp = torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=runtime.uses_autocast())
     with torch.inference_mode(), amp:
         model(x)  # warm-up: oneDNN and cuDNN pick their kernels on the first call
         _sync()
@@ -135,7 +139,12 @@ def _bare_worker(config: dict, n: int, batch_size: int, threads: int, barrier, r
 
 
 def bare_forward(
-    config: GeneratorConfig, n: int, batch_size: int, processes: int, threads: int
+    config: GeneratorConfig,
+    n: int,
+    batch_size: int,
+    processes: int,
+    threads: int,
+    autocast: bool | None = None,
 ) -> float:
     """Images/s of `processes` tight forward loops side by side, `threads` torch threads each.
 
@@ -143,7 +152,7 @@ def bare_forward(
     """
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(processes), context.Queue()
-    args = (config.to_dict(), -(-n // processes), batch_size, threads, barrier, results)
+    args = (config.to_dict(), -(-n // processes), batch_size, threads, autocast, barrier, results)
     workers = [context.Process(target=_bare_worker, args=args) for _ in range(processes)]
     for worker in workers:
         worker.start()
@@ -153,12 +162,16 @@ def bare_forward(
     return sum(rates)
 
 
-def end_to_end(model: Path, src: Path, dst: Path, batch_size: int, n: int) -> float:
+def end_to_end(
+    model: Path, src: Path, dst: Path, batch_size: int, n: int, autocast: bool | None = None
+) -> float:
     command = [
         sys.executable, "-m", "pipelines.cli", "translate",
         "--model", str(model), "--input", str(src), "--output", str(dst),
         "--batch_size", str(batch_size), "--eval",
     ]  # fmt: skip
+    if autocast is not None:
+        command.append("--autocast" if autocast else "--no_autocast")
     # Ray runs its workers at nice 15. On a dedicated machine that changes nothing; on a
     # shared one it alone would decide the comparison, so they run at 0 like the references.
     env = {**os.environ, "RAY_worker_niceness": "0"}
@@ -180,6 +193,12 @@ def main() -> None:
         default=TranslateOptions.__dataclass_fields__["batch_size"].default,
         help="the pipeline's batch size (default: translate's default)",
     )
+    parser.add_argument(
+        "--autocast",
+        action=argparse.BooleanOptionalAction,
+        help="bf16 autocast in the pipeline and the bare forward (default: translate's, "
+        "where the device computes bf16 natively); the plain loop stays fp32",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
@@ -188,19 +207,30 @@ def main() -> None:
         work = Path(tmp)
         paths = make_images(work / "src", args.n)
         config, state = make_model(work / "generator.pt")
-        print(f"{args.n} JPEGs of {SIZE}x{SIZE}, unet_256, eval mode")
+        bf16 = native_bf16(DEVICE) if args.autocast is None else args.autocast
+        print(
+            f"{args.n} JPEGs of {SIZE}x{SIZE}, unet_256, eval mode; pipeline and bare forward "
+            f"in {'bf16 autocast' if bf16 else 'fp32'}, plain loop in fp32"
+        )
 
         # The load average says how much else ran on the machine during each measurement.
-        e2e = end_to_end(work / "generator.pt", work / "src", work / "dst", args.batch_size, args.n)
+        e2e = end_to_end(
+            work / "generator.pt",
+            work / "src",
+            work / "dst",
+            args.batch_size,
+            args.n,
+            args.autocast,
+        )
         loads = {"end to end": os.getloadavg()[0]}
         plain = plain_loop(config, state, paths, work / "plain")
         loads["plain loop"] = os.getloadavg()[0]
         cores = os.cpu_count() or 1
-        bare_one = bare_forward(config, args.n, args.batch_size, 1, cores)
+        bare_one = bare_forward(config, args.n, args.batch_size, 1, cores, args.autocast)
         loads["bare forward, one process"] = os.getloadavg()[0]
         # The pipeline's layout: on CPUs one single-threaded actor per core, else one.
         actors = 1 if DEVICE == "cuda" else cores
-        bare_actors = bare_forward(config, args.n, args.batch_size, actors, 1)
+        bare_actors = bare_forward(config, args.n, args.batch_size, actors, 1, args.autocast)
         loads[f"bare forward, {actors} processes"] = os.getloadavg()[0]
         print(
             "load average (1 min) after each: "
@@ -225,6 +255,7 @@ def main() -> None:
                     "machine": machine(),
                     "n": args.n,
                     "batch_size": args.batch_size,
+                    "bf16_autocast": bf16,
                     "images_per_s": {
                         "plain": plain,
                         "bare_one_process": bare_one,

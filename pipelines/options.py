@@ -101,7 +101,11 @@ class ModelOptions:
         _default(TrainingConfig, "n_epochs_decay"), "epochs of linear decay of the lr to zero"
     )
     channels_last: bool | None = option(None, "channels_last memory format (default: auto)")
-    autocast: bool | None = option(None, "bf16 autocast (default: on CUDA only)")
+    autocast: bool | None = option(
+        None,
+        "bf16 autocast (default: where the device computes bf16 natively: CUDA from "
+        "Ampere on, CPUs with AVX512-BF16 or AMX)",
+    )
     compile: bool = option(False, "torch.compile the networks")
     compile_mode: str = option(
         _default(TrainingConfig, "compile_mode"),

@@ -276,7 +276,7 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
         overlap=overlap,
         eval_mode=_eval_mode(opts, loaded),
         channels_last=model_opts.channels_last if model_opts.channels_last is not None else True,
-        autocast=model_opts.autocast if model_opts.autocast is not None else device == "cuda",
+        autocast=model_opts.autocast,
         compile=model_opts.compile,
     )
     return runtime, actors, num_gpus

@@ -27,6 +27,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from pipelines.translate_io import Batch, encode_and_write, pack, read_and_decode, unpack
 from pix2pix_core import GeneratorConfig, build_generator, to_tensor, to_uint8
 from pix2pix_core.memory import retain_freed_memory
+from pix2pix_core.precision import native_bf16
 from pix2pix_core.tiling import translate_tiled
 
 
@@ -41,8 +42,12 @@ class Runtime:
     overlap: int = 64
     eval_mode: bool = True
     channels_last: bool = True
-    autocast: bool = False
+    autocast: bool | None = None  # bf16; None: where the actor's device computes it natively
     compile: bool = False
+
+    def uses_autocast(self) -> bool:
+        """Decided where the model runs: a cluster's nodes may differ."""
+        return native_bf16(self.device) if self.autocast is None else self.autocast
 
 
 class PerSampleBatchNorm(nn.Module):
@@ -117,6 +122,7 @@ class Translator:
         # Copies: the object store's arrays are read-only, and torch wants writable memory.
         state = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
         self.runtime = runtime
+        self.autocast = runtime.uses_autocast()
         self.model = prepare_generator(GeneratorConfig.from_dict(model["config"]), state, runtime)
         if runtime.compile:
             # Tiles have one size: shapes are static but for a last, smaller batch.
@@ -130,7 +136,7 @@ class Translator:
         device_type = torch.device(rt.device).type
         amp = (
             torch.autocast(device_type, dtype=torch.bfloat16)
-            if rt.autocast
+            if self.autocast
             else contextlib.nullcontext()
         )
         with amp:

@@ -24,13 +24,13 @@ from pix2pix_core.networks import (
     build_generator,
     init_weights,
 )
+from pix2pix_core.precision import native_bf16
 
 # Devices where a performance switch left on "auto" (None) turns on. channels_last pays with
 # cuDNN; on an AVX2 CPU (oneDNN 3.12, torch 2.13) it made the paper's training step slower
-# (benchmarks/bench_train_step.py), so the CPU keeps NCHW unless asked. bf16 autocast only on
-# CUDA (CPUs without native bf16 run it slower). The fused Adam kernel pays on both.
+# (benchmarks/bench_train_step.py), so the CPU keeps NCHW unless asked. bf16 autocast where
+# the device computes bf16 natively (precision.native_bf16). Fused Adam pays on both.
 _CHANNELS_LAST_DEVICES = ("cuda",)
-_AUTOCAST_DEVICES = ("cuda",)
 _FUSED_ADAM_DEVICES = ("cpu", "cuda")
 # nn.SyncBatchNorm refuses CPU tensors once a process group of several ranks exists.
 _SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
@@ -47,8 +47,8 @@ class TrainingConfig:
     100 epochs at the initial rate then 100 of linear decay to zero).
 
     ``channels_last``, ``autocast`` and ``fused_adam`` are performance switches: None picks what
-    pays on the device in use (CUDA: all three; CPU: fused Adam only); False gives PyTorch's
-    default behaviour. ``compile`` runs both
+    pays on the device in use (CUDA: all three; CPU: fused Adam, and bf16 autocast where the
+    CPU has native bf16); False gives PyTorch's default behaviour. ``compile`` runs both
     networks through ``torch.compile``, in ``compile_mode``: "reduce-overhead" replays their
     kernels as CUDA graphs, which pays where a step is bound by kernel launches (the paper's
     batch sizes on a fast GPU). None of them changes the algorithm.
@@ -178,7 +178,7 @@ class Pix2Pix:
         self.device = torch.device(device)
         kind = self.device.type
         self.channels_last = _auto(cfg.channels_last, kind in _CHANNELS_LAST_DEVICES)
-        self.autocast = _auto(cfg.autocast, kind in _AUTOCAST_DEVICES)
+        self.autocast = _auto(cfg.autocast, native_bf16(self.device))
         self.fused_adam = _auto(cfg.fused_adam, kind in _FUSED_ADAM_DEVICES)
 
         # The seed covers weight init and dropout, which both draw from torch's global RNG.

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pix2pix_core import DiscriminatorConfig, GeneratorConfig, Pix2Pix, TrainingConfig
+from pix2pix_core.precision import native_bf16
 from pix2pix_core.training import LOSS_NAMES
 
 from .helpers import image_pair, tiny_model
@@ -46,7 +47,7 @@ def test_discriminator_is_trainable_again_after_a_step():
 @pytest.mark.parametrize("option", [{"channels_last": True}, {"fused_adam": True}])
 def test_performance_switches_do_not_change_the_algorithm(option):
     a, b = image_pair()
-    base = {"channels_last": False, "fused_adam": False}
+    base = {"channels_last": False, "fused_adam": False, "autocast": False}
     plain = tiny_model(seed=5, **base)
     fast = tiny_model(seed=5, **{**base, **option})
     for _ in range(3):
@@ -55,9 +56,23 @@ def test_performance_switches_do_not_change_the_algorithm(option):
             assert got[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-5)
 
 
+def test_bf16_autocast_stays_close_to_fp32():
+    a, b = image_pair()
+    fp32 = tiny_model(seed=5, autocast=False)
+    bf16 = tiny_model(seed=5, autocast=True)
+    for _ in range(3):
+        expected, got = fp32.train_step(a, b), bf16.train_step(a, b)
+        for name in LOSS_NAMES:
+            assert got[name] == pytest.approx(expected[name], rel=3e-2)
+    assert got != expected  # it did run in bf16
+    out32, out16 = fp32.translate(a), bf16.translate(a)
+    assert (out16 - out32).abs().mean() < 1e-2
+
+
 def test_auto_settings_on_cpu():
     model = tiny_model()
-    assert model.fused_adam and not model.channels_last and not model.autocast
+    assert model.fused_adam and not model.channels_last
+    assert model.autocast == native_bf16("cpu")
     forced = tiny_model(channels_last=True)
     weight = forced.generator_module.model.model[0].weight
     assert weight.is_contiguous(memory_format=torch.channels_last)
