@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# Pinned to the torch now in the venv: pip's resolver may otherwise swap it for a newer
+	# CUDA build of several GB that the project's torch range also admits.
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install --quiet -e ".[dev]" -c $(VENV)/torch-pin.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

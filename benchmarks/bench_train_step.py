@@ -5,12 +5,14 @@ The paper's configuration (unet_256 generator, 70x70 PatchGAN, batch norm, 256 x
 at batch 1 and 4, same machine, same run. Every variant runs the identical algorithm; only
 the performance switches differ:
 
-- baseline:      channels_last=False, fused_adam=False, autocast=False (NCHW, for-loop Adam),
-                 glibc's default malloc;
+- baseline:      channels_last=False, fused_adam=False, autocast=False (NCHW, for-loop Adam,
+                 fp32), glibc's default malloc;
+- fp32:          the optimised settings in fp32 (what a CPU without native bf16 runs);
 - channels_last: the optimised settings plus the channels_last memory format;
 - optimised:     what `pix2pix train` runs: the auto settings for the device (CPU: fused
-                 Adam; CUDA: channels_last, fused Adam, bf16 autocast) and freed memory kept
-                 for reuse (pix2pix_core.memory), plus ``torch.compile`` with ``--compile``.
+                 Adam, and bf16 autocast where the CPU computes bf16 natively; CUDA:
+                 channels_last, fused Adam, bf16 autocast) and freed memory kept for reuse
+                 (pix2pix_core.memory), plus ``torch.compile`` with ``--compile``.
 
 The malloc setting is process-wide, so each variant runs in a process of its own; the
 processes take turns over ``--rounds`` rounds, so a machine shared with other work slows
@@ -44,6 +46,7 @@ SIZE = 256
 BASELINE = {"channels_last": False, "fused_adam": False, "autocast": False}
 VARIANTS = {  # name -> (Pix2Pix switches, keep freed memory)
     "baseline": (BASELINE, False),
+    "fp32": ({"autocast": False}, True),
     "channels_last": ({"channels_last": True}, True),
     "optimised": ({}, True),
 }
