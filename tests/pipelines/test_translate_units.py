@@ -19,9 +19,10 @@ from pipelines.translate import Counts
 from pipelines.translate_images import BadImage, decode
 from pipelines.translate_images import encode as encode_output
 from pipelines.translate_manifest import check_job, compact, read_state, record, write_part
-from pipelines.translate_model import Runtime, prepare_generator
+from pipelines.translate_model import Runtime, Translator, prepare_generator
 from pipelines.translate_paths import list_inputs, plan, safe_relative
 from pix2pix_core import GeneratorConfig, build_generator
+from pix2pix_core.precision import native_bf16
 from tests.bad_inputs import bad_files, odd_files
 
 # -- where outputs go -----------------------------------------------------------------------
@@ -227,6 +228,22 @@ def test_train_mode_in_a_batch_matches_the_official_test_one_image_at_a_time():
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     each = torch.cat([official(x[i : i + 1]) for i in range(4)])
     torch.testing.assert_close(ours(x), each, rtol=0, atol=1e-5)
+
+
+def test_bf16_autocast_is_decided_on_the_actors_device_and_stays_close_to_fp32():
+    assert Runtime().uses_autocast() == native_bf16("cpu")
+    assert Runtime(autocast=False).uses_autocast() is False
+    config, state = _weights(use_dropout=False)
+    model = {"config": config.to_dict(), "state_dict": {k: v.numpy() for k, v in state.items()}}
+    images = [np.random.default_rng(i).integers(0, 256, (40, 56, 3), np.uint8) for i in range(3)]
+    outputs = {}
+    for autocast in (False, True):
+        translator = Translator(model, Runtime(autocast=autocast, tile=32, overlap=8))
+        assert translator.autocast is autocast
+        with torch.inference_mode():
+            outputs[autocast] = np.stack(translator._translate(images)).astype(int)
+    diff = np.abs(outputs[True] - outputs[False])
+    assert 0 < diff.max() <= 8 and diff.mean() < 1.0  # uint8 levels; bf16 did run
 
 
 @pytest.mark.parametrize(("crop_size", "tile"), [(64, 64), (48, 32), (16, 32), (256, 256)])
