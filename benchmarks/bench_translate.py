@@ -195,10 +195,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--autocast",
-        action=argparse.BooleanOptionalAction,
+        action="store_true",
+        default=None,
         help="bf16 autocast in the pipeline and the bare forward (default: translate's, "
         "where the device computes bf16 natively); the plain loop stays fp32",
     )
+    parser.add_argument("--no_autocast", dest="autocast", action="store_false", help="both in fp32")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
