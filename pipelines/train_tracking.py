@@ -28,6 +28,16 @@ class EpochLogger:
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
 
+    def tag_execution(self, model: Any) -> None:
+        """How rank 0 ran the step: the auto switches resolve on each worker's device."""
+        tags = {
+            "pix2pix.device": str(model.device),
+            "pix2pix.precision": "bf16 autocast" if model.autocast else "fp32",
+            "pix2pix.channels_last": str(model.channels_last),
+        }
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
     def log(self, epoch: int, metrics: dict[str, float], grid: np.ndarray | None) -> None:
         from mlflow.entities import Metric
 

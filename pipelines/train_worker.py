@@ -74,6 +74,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     # 3. epochs
     total = model_opts.total_epochs
     logger = EpochLogger(**config["mlflow"]) if rank == 0 else None
+    if logger:
+        logger.tag_execution(model)
     if rank == 0 and start.get("from"):
         _say(f"resuming {config['run_name']} after epoch {done} from {start['from']}")
     train_shard = ray.train.get_dataset_shard("train")

@@ -26,6 +26,7 @@ from pipelines.train import RESULT_FILE, RUN_FILE, train
 from pipelines.train_options import TrainOptions
 from pipelines.train_tracking import grid_artifact
 from pix2pix_core import ImageMetrics, resize, to_tensor
+from pix2pix_core.precision import native_bf16
 
 TINY = ModelOptions(num_downs=5, ngf=8, ndf=8, n_epochs=1, n_epochs_decay=1)
 CROP = 32
@@ -131,6 +132,9 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     assert run.data.params["lambda_L1"] == "100.0" and run.data.params["ngf"] == "8"
     assert run.data.tags["pix2pix.dataset_fingerprint"] == meta["dataset_fingerprint"]
     assert run.data.tags["git_commit"]
+    assert run.data.tags["pix2pix.device"] == "cpu"
+    bf16 = native_bf16("cpu")
+    assert run.data.tags["pix2pix.precision"] == ("bf16 autocast" if bf16 else "fp32")
     for key in ("G_GAN", "G_L1", "D_real", "D_fake", "val_L1", "val_PSNR", "val_SSIM"):
         assert [step for step, _ in _history(client, run.info.run_id, key)] == [1, 2, 3]
     grid = client.download_artifacts(run.info.run_id, grid_artifact(3))
