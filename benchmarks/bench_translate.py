@@ -8,9 +8,9 @@ unet_256 generator (eval mode), in images per second:
 - bare forward: the generator as the pipeline's actor prepares and runs it (freed memory
   kept, pix2pix_core.memory), at the pipeline's batch size, on random tensors in a tight
   loop: the compute limit (12.1 GFLOP per 256 x 256 forward), in the pipeline's precision
-  (bf16 autocast where the device computes bf16 natively, else fp32). Twice: in one process with
-  a torch thread per core (the reference), and in the pipeline's own layout, one
-  single-threaded process per core side by side (one process on a GPU);
+  (bf16 autocast where the device computes bf16 natively, else fp32). Twice: in one
+  process with a torch thread per core (the reference), and in the pipeline's own layout,
+  one single-threaded process per core side by side (one process on a GPU);
 - end to end: the `pix2pix translate` command in a fresh process, Ray start-up, listing,
   decoding, writing and the manifest included.
 
@@ -20,6 +20,7 @@ should beat it by an order of magnitude.
 
     python benchmarks/bench_translate.py            # 1000 images
     python benchmarks/bench_translate.py --n 200    # shorter; start-up weighs more
+    python benchmarks/bench_translate.py --no_autocast   # fp32 where bf16 is the default
 """
 
 from __future__ import annotations
