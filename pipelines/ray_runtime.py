@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import socket
 import warnings
+from collections.abc import Iterator
 
 import ray
 
 from pipelines.errors import UserError
+from pix2pix_core.memory import ONE_ARENA_ENV
 
 
 def init_ray(
@@ -21,6 +24,11 @@ def init_ray(
     A local Ray on a small machine is given at least 4 logical CPUs: Train workers,
     Data tasks and the Tune driver each hold a CPU slot while mostly waiting, and with
     only the physical count they can starve each other. The OS still shares the cores.
+
+    A local Ray's processes get `ONE_ARENA_ENV`: its actors and training workers run the
+    model on threads other than the main one, where without it every forward and step
+    page-faults its activations in again (pix2pix_core.memory). A cluster's nodes get it
+    from their own environment (infra/).
 
     A local Ray for `training` runs `quiet_ray_logs` in every worker. That setup hook
     gives the job a runtime env of its own, which the workers Ray starts ahead of time
@@ -46,12 +54,25 @@ def init_ray(
     if num_cpus is None:
         num_cpus = max(4, os.cpu_count() or 1)
     hook = {"worker_process_setup_hook": "pipelines.ray_runtime.quiet_ray_logs"}
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        runtime_env=hook if training else None,
-    )
+    with _environment(ONE_ARENA_ENV):  # inherited by the processes ray.init starts
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            runtime_env=hook if training else None,
+        )
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """`variables` in os.environ, unless already set, for the duration of the block."""
+    added = {k: v for k, v in variables.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _without(given: str) -> str:

@@ -7,6 +7,13 @@ about a tenth of a unet_256 training step (benchmarks/bench_train_step.py). Rais
 mmap and trim thresholds keeps freed blocks for reuse; the process stays at its peak
 footprint, which it reaches every step anyway. CUDA memory is PyTorch's own cache and not
 affected.
+
+The settings reach the main thread's memory only. glibc gives other threads arenas of
+their own, made of heaps of at most 64 MiB that are unmapped whenever one falls empty,
+whatever the thresholds; and Ray runs user code on such threads (Ray Data's actor calls,
+Ray Train's training function). A process whose environment holds `ONE_ARENA_ENV` from
+its start serves every thread from the main arena instead; `pipelines.ray_runtime` gives
+it to the Ray processes it starts.
 """
 
 from __future__ import annotations
@@ -23,11 +30,15 @@ _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLDS = (1024 * 1024 * 1024, 32 * 1024 * 1024)
 _TRIM_THRESHOLD = 2**31 - 1
 
+# glibc reads it when a process starts (the `glibc.malloc.arena_max` tunable).
+ONE_ARENA_ENV = {"MALLOC_ARENA_MAX": "1"}
+
 
 def retain_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory for reuse; True if it took the settings.
 
-    Process-wide and idempotent. A no-op (False) where malloc is not glibc's (macOS,
+    Idempotent. It reaches threads other than the main one only in a process started with
+    `ONE_ARENA_ENV` (see above). A no-op (False) where malloc is not glibc's (macOS,
     Windows, musl).
     """
     if not sys.platform.startswith("linux"):

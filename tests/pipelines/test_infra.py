@@ -29,6 +29,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from pipelines.storage import Location
+from pix2pix_core.memory import ONE_ARENA_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -123,6 +124,16 @@ def test_ray_cluster_yaml_holds_no_credentials(cluster_config):
     assert "MLFLOW_TRACKING_URI=http" in env
     assert "RAY_AUTH_MODE=token" in env
     assert cluster_config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+
+
+def test_cluster_nodes_start_with_one_malloc_arena(cluster_config):
+    # What init_ray gives a local Ray's processes, a cluster's nodes set for themselves.
+    run_options = cluster_config["docker"]["run_options"]
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    pix2pix_stage = dockerfile.split(" AS pix2pix", 1)[1].split("\nFROM ", 1)[0]
+    for name, value in ONE_ARENA_ENV.items():
+        assert f"--env {name}={value}" in run_options
+        assert f"\nENV {name}={value}\n" in pix2pix_stage
 
 
 def test_ray_cluster_setup_installs_this_project_with_the_pins(cluster_config):

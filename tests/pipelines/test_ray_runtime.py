@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -47,6 +48,59 @@ def test_a_local_ray_without_training_runs_actors_on_the_workers_it_started_ahea
         capture_output=True,
         text=True,
         timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+# In a fresh process: Ray's workers reuse freed memory on every thread (its actors and
+# training workers run the model on threads other than the main one), and the driver's
+# own environment is left as it was.
+ACTOR_THREADS_REUSE_FREED_MEMORY = """
+import os, resource, sys, threading
+import ray
+from pipelines.ray_runtime import init_ray
+
+init_ray(training=False)
+
+@ray.remote(num_cpus=1)
+class Faults:
+    def on_a_thread(self):
+        import torch
+        from pix2pix_core.memory import retain_freed_memory
+
+        retain_freed_memory()
+        counted = []
+
+        def count():
+            for _ in range(3):  # warm-up
+                torch.ones(16, 1024, 1024)  # 64 MiB, freed at once
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(20):
+                torch.ones(16, 1024, 1024)
+            counted.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+        thread = threading.Thread(target=count)
+        thread.start()
+        thread.join()
+        return counted[0] // (64 * 1024 * 1024 // 4096)
+
+blocks = ray.get(Faults.remote().on_a_thread.remote())
+print("blocks faulted in:", blocks, "driver:", os.environ.get("MALLOC_ARENA_MAX"))
+# Without it: every one of the 20 blocks. With it, most are reused; the kernel may still
+# reclaim some (memory pressure, DAMON), and Ray's own threads share the arena.
+sys.exit(0 if blocks <= 10 and "MALLOC_ARENA_MAX" not in os.environ else 1)
+"""
+
+
+def test_a_local_rays_actors_reuse_freed_memory_on_every_thread():
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    done = subprocess.run(
+        [sys.executable, "-c", ACTOR_THREADS_REUSE_FREED_MEMORY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
 
