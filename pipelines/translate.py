@@ -278,6 +278,7 @@ def _runtime(opts: TranslateOptions, model_opts: ModelOptions, loaded: Any):
         channels_last=model_opts.channels_last if model_opts.channels_last is not None else True,
         autocast=model_opts.autocast,
         compile=model_opts.compile,
+        compile_mode=model_opts.compile_mode,
     )
     return runtime, actors, num_gpus
 
@@ -383,6 +384,7 @@ def run(args: argparse.Namespace) -> int:
         remove_partial_writes,
     )
 
+    model_opts.training_config()  # --compile_mode needs --compile, as train says
     src = Location.parse(opts.input, common.storage_options)
     dst = Location.parse(opts.output, common.storage_options)
     if dst.url == src.url:

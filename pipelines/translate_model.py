@@ -44,6 +44,7 @@ class Runtime:
     channels_last: bool = True
     autocast: bool | None = None  # bf16; None: where the actor's device computes it natively
     compile: bool = False
+    compile_mode: str = "default"  # reduce-overhead: CUDA graphs, for launch-bound batches
 
     def uses_autocast(self) -> bool:
         """Decided where the model runs: a cluster's nodes may differ."""
@@ -126,7 +127,7 @@ class Translator:
         self.model = prepare_generator(GeneratorConfig.from_dict(model["config"]), state, runtime)
         if runtime.compile:
             # Tiles have one size: shapes are static but for a last, smaller batch.
-            self.model = torch.compile(self.model)
+            self.model = torch.compile(self.model, mode=runtime.compile_mode)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         rt = self.runtime

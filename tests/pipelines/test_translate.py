@@ -294,6 +294,7 @@ def test_a_killed_run_and_its_rerun_leave_every_output_exactly_once(
     [
         (["--resize", "--tile"], "exclude each other"),
         (["--batch_size", "0"], "--batch_size must be >= 1"),
+        (["--compile_mode", "reduce-overhead"], "set compile too (--compile)"),
         (["--input_side", "C"], None),  # argparse: invalid choice
     ],
 )

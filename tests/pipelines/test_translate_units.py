@@ -246,6 +246,21 @@ def test_bf16_autocast_is_decided_on_the_actors_device_and_stays_close_to_fp32()
     assert 0 < diff.max() <= 8 and diff.mean() < 1.0  # uint8 levels; bf16 did run
 
 
+def test_compile_takes_the_generator_through_torch_compile_in_the_mode_given(monkeypatch):
+    compiled = {}
+
+    def record_compile(module, **options):  # what torch.compile is asked to do
+        compiled.update(options, module=module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", record_compile)
+    config, state = _weights(use_dropout=False)
+    model = {"config": config.to_dict(), "state_dict": {k: v.numpy() for k, v in state.items()}}
+    runtime = Runtime(compile=True, compile_mode="reduce-overhead", tile=32, overlap=8)
+    translator = Translator(model, runtime)
+    assert compiled == {"mode": "reduce-overhead", "module": translator.model}
+
+
 @pytest.mark.parametrize(("crop_size", "tile"), [(64, 64), (48, 32), (16, 32), (256, 256)])
 def test_tiles_are_the_size_the_model_was_trained_on(crop_size, tile):
     from types import SimpleNamespace
