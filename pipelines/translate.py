@@ -201,8 +201,9 @@ ACTIVATION_BYTES_PER_PIXEL = 512
 def actor_bytes(module: Any, batch_size: int, tile: int) -> int:
     """About the memory of one CPU model actor: runtime, weights, one batch of tiles.
 
-    The weights count three times: as received, as laid out for the forward (batch norm
-    folded, channels-last) and in freed memory the allocator keeps for reuse.
+    The weights count three times: as received (in the object store, shared by the node's
+    actors, so this is on the safe side), as laid out for the forward (batch norm folded,
+    channels-last) and in freed memory the allocator keeps for reuse.
     """
     weights = sum(p.numel() * p.element_size() for p in module.parameters())
     return ACTOR_RUNTIME_BYTES + 3 * weights + batch_size * tile * tile * ACTIVATION_BYTES_PER_PIXEL

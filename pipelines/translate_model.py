@@ -15,6 +15,7 @@ with the BatchNorm's affine), which is the same maths and lets images share a ba
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,18 @@ def prepare_generator(
     return model
 
 
+def _weights_in_place(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Tensors on the object store's read-only arrays, without a copy.
+
+    A copy of a unet_256's weights costs each actor 0.2 GB and about 0.4 s at start-up, and
+    would be thrown away: batch-norm folding and the memory layout make new tensors of
+    most weights, and the forward never writes to the rest.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return {name: torch.from_numpy(array) for name, array in arrays.items()}
+
+
 class Translator:
     """Ray Data callable class: the generator, loaded once per actor."""
 
@@ -120,8 +133,7 @@ class Translator:
         state = model["state_dict"]
         if isinstance(state, ray.ObjectRef):
             state = ray.get(state)
-        # Copies: the object store's arrays are read-only, and torch wants writable memory.
-        state = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+        state = _weights_in_place(state)
         self.runtime = runtime
         self.autocast = runtime.uses_autocast()
         self.model = prepare_generator(GeneratorConfig.from_dict(model["config"]), state, runtime)
