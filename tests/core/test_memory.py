@@ -58,7 +58,7 @@ def test_large_freed_blocks_are_reused():
     assert default >= 19 * PAGES_PER_BLOCK  # glibc's default: fresh pages every time
     # After the setting, the same memory again; the kernel may still reclaim a block now
     # and then (memory pressure, DAMON), so "most of the time" rather than "never".
-    assert retained <= 4 * PAGES_PER_BLOCK
+    assert retained <= 8 * PAGES_PER_BLOCK
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
@@ -67,4 +67,6 @@ def test_other_threads_reuse_freed_blocks_only_in_a_process_started_with_one_are
     _, own_arena = _faults("retain", "thread")
     _, one_arena = _faults("retain", "thread", env=ONE_ARENA_ENV)
     assert own_arena >= 19 * PAGES_PER_BLOCK  # its heaps unmapped whenever they fall empty
-    assert one_arena <= 4 * PAGES_PER_BLOCK
+    # The main arena may still grow over the first few blocks (3-5 of them measured here)
+    # and the kernel may reclaim some; but no longer all of them.
+    assert one_arena <= 8 * PAGES_PER_BLOCK

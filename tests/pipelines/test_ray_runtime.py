@@ -41,15 +41,20 @@ sys.exit(0 if pid in before else 1)
 """
 
 
-def test_a_local_ray_without_training_runs_actors_on_the_workers_it_started_ahead():
+def _run_in_a_fresh_process(script: str, env: dict[str, str] | None = None) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", ACTOR_ON_A_PRESTARTED_WORKER],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=180,
+        env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_a_local_ray_without_training_runs_actors_on_the_workers_it_started_ahead():
+    _run_in_a_fresh_process(ACTOR_ON_A_PRESTARTED_WORKER)
 
 
 # In a fresh process: Ray's workers reuse freed memory on every thread (its actors and
@@ -94,15 +99,7 @@ sys.exit(0 if blocks <= 10 and "MALLOC_ARENA_MAX" not in os.environ else 1)
 
 def test_a_local_rays_actors_reuse_freed_memory_on_every_thread():
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-    done = subprocess.run(
-        [sys.executable, "-c", ACTOR_THREADS_REUSE_FREED_MEMORY],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    _run_in_a_fresh_process(ACTOR_THREADS_REUSE_FREED_MEMORY, env)
 
 
 def test_the_training_hook_quiets_rays_chatter_in_the_process_it_runs_in():
