@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from pipelines.ray_runtime import quiet_ray_logs
+from pix2pix_core.memory import ONE_ARENA_ENV
 from tests.cli_process import ROOT
 
 # In a fresh process: a local Ray as translate and prepare start it; once Ray has started
@@ -64,6 +65,7 @@ ACTOR_THREADS_REUSE_FREED_MEMORY = """
 import os, resource, sys, threading
 import ray
 from pipelines.ray_runtime import init_ray
+from pix2pix_core.memory import ONE_ARENA_ENV
 
 init_ray(training=False)
 
@@ -90,15 +92,16 @@ class Faults:
         return counted[0] // (64 * 1024 * 1024 // 4096)
 
 blocks = ray.get(Faults.remote().on_a_thread.remote())
-print("blocks faulted in:", blocks, "driver:", os.environ.get("MALLOC_ARENA_MAX"))
+driver = {k: os.environ[k] for k in ONE_ARENA_ENV if k in os.environ}
+print("blocks faulted in:", blocks, "driver:", driver)
 # Without it: every one of the 20 blocks. With it, most are reused; the kernel may still
 # reclaim some (memory pressure, DAMON), and Ray's own threads share the arena.
-sys.exit(0 if blocks <= 10 and "MALLOC_ARENA_MAX" not in os.environ else 1)
+sys.exit(0 if blocks <= 10 and not driver else 1)
 """
 
 
 def test_a_local_rays_actors_reuse_freed_memory_on_every_thread():
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    env = {k: v for k, v in os.environ.items() if k not in ONE_ARENA_ENV}
     _run_in_a_fresh_process(ACTOR_THREADS_REUSE_FREED_MEMORY, env)
 
 
