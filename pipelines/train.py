@@ -181,6 +181,18 @@ def _absolute(url: str | None, storage_options: dict[str, Any], flag: str) -> st
     return loc.url
 
 
+def _resume_checkpoint(url: str | None, storage_options: dict[str, Any]) -> str | None:
+    """--resume_from's checkpoint.pt as an absolute URL, which exists."""
+    if not url:
+        return None
+    from pipelines.checkpoints import checkpoint_file
+
+    try:
+        return checkpoint_file(url, storage_options).url
+    except UserError as err:
+        raise UserError(f"--resume_from {url}: {err}") from None
+
+
 def _check_resumable(previous: dict[str, Any], current: dict[str, Any], folder: Location):
     """A rerun must train the same thing it resumes; name what changed otherwise."""
     old, new = previous.get("identity", {}), current
@@ -292,14 +304,13 @@ def plan_run(
     opts = dataclasses.replace(
         opts,
         data=data.url,
-        resume_from=_absolute(opts.resume_from, common.storage_options, "--resume_from"),
         fid_weights=_absolute(opts.fid_weights, common.storage_options, "--fid_weights"),
     )
     check_data(model, opts, dataset, data)
-    if opts.resume_from:
-        from pipelines.checkpoints import checkpoint_file
-
-        checkpoint_file(opts.resume_from, common.storage_options)
+    # After the cheap checks: reading a checkpoint takes torch.
+    opts = dataclasses.replace(
+        opts, resume_from=_resume_checkpoint(opts.resume_from, common.storage_options)
+    )
     fingerprint = str(dataset.get("fingerprint", ""))
     name = _check_name(common.run_name or derive_run_name(data, model, opts, fingerprint))
     storage = Location.parse(common.storage_path, common.storage_options)

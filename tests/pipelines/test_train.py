@@ -211,6 +211,7 @@ def test_interrupted_run_and_killed_worker_resume_from_epoch_1(
         # settings that used to fail only inside the workers, after Ray had started
         (["--patch_size", "286"], "--crop_size 32 is too small for the 286x286 PatchGAN"),
         (["--resume_from", "."], "not a checkpoint folder of `pix2pix train`"),
+        (["--resume_from", "nowhere"], "--resume_from nowhere: no checkpoint at"),
         (["--n_epochs", "0", "--n_epochs_decay", "0"], "n_epochs + n_epochs_decay must be >= 1"),
         (["--norm", "syncbatch", "--num_workers", "2"], "--norm syncbatch needs GPUs"),
     ],
