@@ -12,7 +12,13 @@ unet_256 generator (eval mode), in images per second:
   process with a torch thread per core (the reference), and in the pipeline's own layout,
   one single-threaded process per core side by side (one process on a GPU);
 - end to end: the `pix2pix translate` command in a fresh process, Ray start-up, listing,
-  decoding, writing and the manifest included.
+  decoding, writing and the manifest included;
+- fixed costs: the same command on one batch per actor, less that batch's bare forward:
+  interpreter, Ray start-up and shutdown, the actors' start. With them, the bare forward
+  gives the ceiling that end to end can reach on N images;
+- Ray's floor: the same Ray Data shape with nothing to do (ray_floor.py), the part of the
+  fixed costs that no work inside the pipeline can save; with the bare forward, the
+  ceiling of any Ray Data pipeline on N images.
 
 Targets on a 2-core CPU machine: end to end >= 1.5x the plain loop and >= 85% of the bare
 forward. On a GPU the plain loop is bound by decoding and batch-1 launches and the pipeline
@@ -29,6 +35,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -164,8 +171,9 @@ def bare_forward(
 
 
 def end_to_end(
-    model: Path, src: Path, dst: Path, batch_size: int, n: int, autocast: bool | None = None
+    model: Path, src: Path, dst: Path, batch_size: int, autocast: bool | None = None
 ) -> float:
+    """Wall seconds of `pix2pix translate` over `src` in a fresh process."""
     command = [
         sys.executable, "-m", "pipelines.cli", "translate",
         "--model", str(model), "--input", str(src), "--output", str(dst),
@@ -182,7 +190,23 @@ def end_to_end(
     if done.returncode != 0:
         raise SystemExit(f"pix2pix translate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     print("  " + done.stdout.strip().splitlines()[-1])
-    return n / seconds
+    return seconds
+
+
+def ray_floor(actors: int) -> float:
+    """Wall seconds of benchmarks/ray_floor.py in a fresh process."""
+    command = [
+        sys.executable,
+        str(Path(__file__).with_name("ray_floor.py")),
+        "--actors",
+        str(actors),
+    ]
+    env = {**os.environ, "RAY_worker_niceness": "0"}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"ray_floor.py failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -217,22 +241,28 @@ def main() -> None:
         )
 
         # The load average says how much else ran on the machine during each measurement.
-        e2e = end_to_end(
-            work / "generator.pt",
-            work / "src",
-            work / "dst",
-            args.batch_size,
-            args.n,
-            args.autocast,
-        )
+        model = work / "generator.pt"
+        seconds = end_to_end(model, work / "src", work / "dst", args.batch_size, args.autocast)
+        e2e = args.n / seconds
         loads = {"end to end": os.getloadavg()[0]}
-        plain = plain_loop(config, state, paths, work / "plain")
-        loads["plain loop"] = os.getloadavg()[0]
         cores = os.cpu_count() or 1
-        bare_one = bare_forward(config, args.n, args.batch_size, 1, cores, args.autocast)
-        loads["bare forward, one process"] = os.getloadavg()[0]
         # The pipeline's layout: on CPUs one single-threaded actor per core, else one.
         actors = 1 if DEVICE == "cuda" else cores
+        few = min(args.n, actors * args.batch_size)  # one batch per actor
+        for path in paths[:few]:
+            copy = work / "few" / path.relative_to(work / "src")
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+        few_seconds = end_to_end(
+            model, work / "few", work / "few_dst", args.batch_size, args.autocast
+        )
+        loads["one batch per actor"] = os.getloadavg()[0]
+        floor = ray_floor(actors)
+        loads["Ray's floor"] = os.getloadavg()[0]
+        plain = plain_loop(config, state, paths, work / "plain")
+        loads["plain loop"] = os.getloadavg()[0]
+        bare_one = bare_forward(config, args.n, args.batch_size, 1, cores, args.autocast)
+        loads["bare forward, one process"] = os.getloadavg()[0]
         bare_actors = bare_forward(config, args.n, args.batch_size, actors, 1, args.autocast)
         loads[f"bare forward, {actors} processes"] = os.getloadavg()[0]
         print(
@@ -240,17 +270,27 @@ def main() -> None:
             + ", ".join(f"{k} {v:.1f}" for k, v in loads.items())
         )
 
+    fixed = max(0.0, few_seconds - few / bare_actors)
+    ceiling = args.n / (fixed + args.n / bare_actors)
+    ray_ceiling = args.n / (floor + args.n / bare_actors)  # any pipeline on this Ray
     rows = [
         ("plain loop (batch 1, NCHW)", plain),
         (f"bare forward (batch {args.batch_size}), 1 x {cores} threads", bare_one),
         (f"bare forward (batch {args.batch_size}), {actors} x 1 thread", bare_actors),
         ("pix2pix translate, end to end", e2e),
+        ("ceiling: bare forward + fixed costs", ceiling),
+        ("Ray's ceiling: bare forward + Ray's floor", ray_ceiling),
     ]
     for name, rate in rows:
         print(f"{name:<42} {rate:7.3f} images/s  {rate * GFLOP_PER_IMAGE:6.1f} GFLOP/s")
+    print(f"fixed costs (one batch per actor, less its forward): {fixed:.1f} s")
+    print(f"Ray's floor (an empty pipeline of the same shape):   {floor:.1f} s")
     print(f"end to end / plain loop:                  {e2e / plain:.2f}x  (target >= 1.5x)")
     print(f"end to end / bare forward, one process:   {e2e / bare_one:.0%}  (target >= 85%)")
     print(f"end to end / bare forward, actors' layout: {e2e / bare_actors:.0%}")
+    print(f"ceiling / bare forward, one process:      {ceiling / bare_one:.0%}")
+    print(f"end to end / ceiling:                     {e2e / ceiling:.0%}")
+    print(f"Ray's ceiling / bare forward, one process: {ray_ceiling / bare_one:.0%}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -264,7 +304,11 @@ def main() -> None:
                         "bare_one_process": bare_one,
                         f"bare_{actors}_processes": bare_actors,
                         "end_to_end": e2e,
+                        "ceiling": ceiling,
+                        "ray_ceiling": ray_ceiling,
                     },
+                    "fixed_costs_s": fixed,
+                    "ray_floor_s": floor,
                     "load_average_after": loads,
                 },
                 indent=2,
