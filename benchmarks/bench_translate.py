@@ -170,6 +170,21 @@ def bare_forward(
     return sum(rates)
 
 
+def _timed_run(command: list[str], name: str) -> tuple[float, str]:
+    """Wall seconds and stdout of `command` in a fresh process, Ray's workers at nice 0.
+
+    Ray runs its workers at nice 15. On a dedicated machine that changes nothing; on a
+    shared one it alone would decide the comparison, so they run at 0 like the references.
+    """
+    env = {**os.environ, "RAY_worker_niceness": "0"}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds, done.stdout
+
+
 def end_to_end(
     model: Path, src: Path, dst: Path, batch_size: int, autocast: bool | None = None
 ) -> float:
@@ -181,32 +196,15 @@ def end_to_end(
     ]  # fmt: skip
     if autocast is not None:
         command.append("--autocast" if autocast else "--no_autocast")
-    # Ray runs its workers at nice 15. On a dedicated machine that changes nothing; on a
-    # shared one it alone would decide the comparison, so they run at 0 like the references.
-    env = {**os.environ, "RAY_worker_niceness": "0"}
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"pix2pix translate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    print("  " + done.stdout.strip().splitlines()[-1])
+    seconds, stdout = _timed_run(command, "pix2pix translate")
+    print("  " + stdout.strip().splitlines()[-1])
     return seconds
 
 
 def ray_floor(actors: int) -> float:
     """Wall seconds of benchmarks/ray_floor.py in a fresh process."""
-    command = [
-        sys.executable,
-        str(Path(__file__).with_name("ray_floor.py")),
-        "--actors",
-        str(actors),
-    ]
-    env = {**os.environ, "RAY_worker_niceness": "0"}
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"ray_floor.py failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
+    script = str(Path(__file__).with_name("ray_floor.py"))
+    return _timed_run([sys.executable, script, "--actors", str(actors)], "ray_floor.py")[0]
 
 
 def main() -> None:
