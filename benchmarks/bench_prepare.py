@@ -33,10 +33,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.prepare import PrepareSummary, prepare_dataset
-from pipelines.prepare_images import IMAGE_FORMAT, PARQUET_COMPRESSION
-from pipelines.sample_data import make_pairs, write_dataset
-from pipelines.storage import Location
+from pipelines.common.storage import Location
+from pipelines.demo.sample_data import make_pairs, write_dataset
+from pipelines.prepare.job import PrepareSummary, prepare_dataset
+from pipelines.prepare.pairs import IMAGE_FORMAT, PARQUET_COMPRESSION
 
 LOAD_SIZE = 286
 

@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.options import CommonOptions, ModelOptions
-from pipelines.storage import Location
-from pipelines.train_options import TrainOptions
+from pipelines.common.storage import Location
+from pipelines.config.options import CommonOptions, ModelOptions
+from pipelines.train.options import TrainOptions
 from pix2pix_core import Pix2Pix
 from pix2pix_core.memory import retain_freed_memory
 
@@ -58,8 +58,8 @@ def bare_step(model: ModelOptions, batch: int, steps: int) -> float:
 
 
 def prepare(root: str, images: int) -> Location:
-    from pipelines.prepare import prepare_dataset
-    from pipelines.sample_data import make_pairs, write_dataset
+    from pipelines.demo.sample_data import make_pairs, write_dataset
+    from pipelines.prepare.job import prepare_dataset
 
     pairs = make_pairs(images + 2, size=LOAD, seed=0)
     src = Location.parse(os.path.join(root, "src"))
@@ -71,7 +71,7 @@ def prepare(root: str, images: int) -> Location:
 
 def end_to_end(model: ModelOptions, data: Location, root: str, batch: int) -> tuple[float, float]:
     """(in-loop images/s of the last epoch, images / wall seconds) of a 2-epoch run."""
-    from pipelines.train import train
+    from pipelines.train.driver import train
 
     opts = TrainOptions(data=data.url, batch_size=batch, crop_size=CROP, keep_best=1, grid_size=1)
     common = CommonOptions(
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args(argv)
 
-    from pipelines.ray_runtime import init_ray
+    from pipelines.common.ray_runtime import init_ray
 
     logging.getLogger("ray").setLevel(logging.WARNING)
     import ray.data

@@ -1,6 +1,6 @@
 """Translate throughput: `pix2pix translate` end to end against two references.
 
-On the same N 256 x 256 JPEGs (photo crops from pipelines.sample_data) and the same
+On the same N 256 x 256 JPEGs (photo crops from pipelines.demo.sample_data) and the same
 unet_256 generator (eval mode), in images per second:
 
 - plain loop: per image, Pillow open, resize to 256, one forward at batch 1 in PyTorch's
@@ -51,9 +51,9 @@ sys.path.insert(0, str(REPO))
 
 from machine import machine  # noqa: E402  (benchmarks/machine.py, beside this script)
 
-from pipelines.sample_data import encode, make_pairs  # noqa: E402
-from pipelines.translate import TranslateOptions  # noqa: E402
-from pipelines.translate_model import Runtime, prepare_generator  # noqa: E402
+from pipelines.demo.sample_data import encode, make_pairs  # noqa: E402
+from pipelines.translate.actors import Runtime, prepare_generator  # noqa: E402
+from pipelines.translate.job import TranslateOptions  # noqa: E402
 from pix2pix_core import GeneratorConfig, build_generator, save_generator  # noqa: E402
 from pix2pix_core.memory import retain_freed_memory  # noqa: E402
 from pix2pix_core.networks import init_weights  # noqa: E402

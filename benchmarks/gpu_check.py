@@ -3,7 +3,7 @@
 1. numerics on one batch, same weights: bf16 autocast vs fp32 (losses of a step and G's
    output), channels_last vs PyTorch's default layout, torch.compile and CUDA graphs
    (`--compile_mode reduce-overhead`) vs eager;
-2. a 1-GPU `TorchTrainer` run of two epochs through `pipelines.train.train`;
+2. a 1-GPU `TorchTrainer` run of two epochs through `pipelines.train.driver.train`;
 3. a table of training images/s for the paper's configuration (unet_256, 70x70 PatchGAN,
    batch norm, 256 x 256) at batch 1 and 4 under each setting, and of translation
    (generator inference) images/s.
@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.options import ModelOptions
+from pipelines.config.options import ModelOptions
 from pix2pix_core import Pix2Pix
 from pix2pix_core.precision import native_bf16
 
@@ -193,13 +193,13 @@ def trainer_run(tiny: bool, device: str) -> Check:
     try:
         import ray.data
 
-        from pipelines.options import CommonOptions
-        from pipelines.prepare import prepare_dataset
-        from pipelines.ray_runtime import init_ray
-        from pipelines.sample_data import make_pairs, write_dataset
-        from pipelines.storage import Location
-        from pipelines.train import train
-        from pipelines.train_options import TrainOptions
+        from pipelines.common.ray_runtime import init_ray
+        from pipelines.common.storage import Location
+        from pipelines.config.options import CommonOptions
+        from pipelines.demo.sample_data import make_pairs, write_dataset
+        from pipelines.prepare.job import prepare_dataset
+        from pipelines.train.driver import train
+        from pipelines.train.options import TrainOptions
     except ImportError as err:
         return Check(name, "SKIP", f"not installed here: {err.name}")
     crop = 32 if tiny else 256

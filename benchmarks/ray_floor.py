@@ -1,6 +1,6 @@
 """Ray's floor for `pix2pix translate`: the same Ray Data shape with nothing to do.
 
-Starts a local Ray as translate does (pipelines.ray_runtime.init_ray), runs a few rows
+Starts a local Ray as translate does (pipelines.common.ray_runtime.init_ray), runs a few rows
 through a pool of ACTORS actors that import torch (as the model actors do) and pass
 the rows on, and shuts Ray down. bench_translate.py times it in a fresh process: what
 no work inside the pipeline can save.
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ray
 import ray.data
 
-from pipelines.ray_runtime import init_ray
+from pipelines.common.ray_runtime import init_ray
 
 
 class PassOn:

@@ -13,19 +13,34 @@ import os
 import sys
 from importlib import metadata
 
-from pipelines.errors import UserError
+from pipelines.common.errors import UserError
 
 # verb -> (module, one-line description)
 VERBS: dict[str, tuple[str, str]] = {
-    "prepare": ("pipelines.prepare", "pair, validate and resize an image dataset into Parquet"),
-    "train": ("pipelines.train", "train pix2pix with Ray Train (DDP), tracked in MLflow"),
-    "tune": ("pipelines.tune", "sweep lambda_L1, the PatchGAN size and the norm with Ray Tune"),
-    "evaluate": ("pipelines.evaluate", "L1 / PSNR / SSIM of a model on a prepared split"),
-    "register": ("pipelines.register", "log a generator as an MLflow model and register it"),
-    "promote": ("pipelines.promote", "move the champion alias only if the candidate is better"),
-    "translate": ("pipelines.translate", "translate an image archive in bulk with Ray Data"),
-    "retrain": ("pipelines.retrain", "prepare -> train|tune -> evaluate -> register -> promote"),
-    "demo": ("pipelines.demo", "the whole workflow on built-in sample photos, with a report"),
+    "prepare": ("pipelines.prepare.job", "pair, validate and resize an image dataset into Parquet"),
+    "train": ("pipelines.train.driver", "train pix2pix with Ray Train (DDP), tracked in MLflow"),
+    "tune": (
+        "pipelines.tune.sweep",
+        "sweep lambda_L1, the PatchGAN size and the norm with Ray Tune",
+    ),
+    "evaluate": (
+        "pipelines.registry.evaluation",
+        "L1 / PSNR / SSIM of a model on a prepared split",
+    ),
+    "register": (
+        "pipelines.registry.registration",
+        "log a generator as an MLflow model and register it",
+    ),
+    "promote": (
+        "pipelines.registry.promotion",
+        "move the champion alias only if the candidate is better",
+    ),
+    "translate": ("pipelines.translate.job", "translate an image archive in bulk with Ray Data"),
+    "retrain": (
+        "pipelines.retrain.workflow",
+        "prepare -> train|tune -> evaluate -> register -> promote",
+    ),
+    "demo": ("pipelines.demo.job", "the whole workflow on built-in sample photos, with a report"),
 }
 
 
@@ -84,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pix2pix {verb}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        from pipelines.storage import access_problem
+        from pipelines.common.storage import access_problem
 
         problem = access_problem(err)
         if problem is None:

@@ -12,7 +12,7 @@ The settings reach the main thread's memory only. glibc gives other threads aren
 their own, made of heaps of at most 64 MiB that are unmapped whenever one falls empty,
 whatever the thresholds; and Ray runs user code on such threads (Ray Data's actor calls,
 Ray Train's training function). A process whose environment holds `ONE_ARENA_ENV` from
-its start serves every thread from the main arena instead; `pipelines.ray_runtime` gives
+its start serves every thread from the main arena instead; `pipelines.common.ray_runtime` gives
 it to the Ray processes it starts.
 """
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.storage import Location
+from pipelines.common.storage import Location
 
 S3_BUCKET = "pix2pix-test"
 S3_KEY, S3_SECRET = "pix2pix-test-key", "pix2pix-test-secret"
@@ -170,6 +170,6 @@ def experiment_name(request) -> str:
 @pytest.fixture(scope="session")
 def photo_pairs():
     """24 pairs of 64 x 64 (A: label-like rendering, B: photo crop)."""
-    from pipelines.sample_data import make_pairs
+    from pipelines.demo.sample_data import make_pairs
 
     return make_pairs(24, size=64, seed=0)

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.prepare import prepare_dataset
-from pipelines.sample_data import write_dataset
-from pipelines.storage import Location
+from pipelines.common.storage import Location
+from pipelines.demo.sample_data import write_dataset
+from pipelines.prepare.job import prepare_dataset
 from pix2pix_core import (
     DiscriminatorConfig,
     GeneratorConfig,

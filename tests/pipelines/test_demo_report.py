@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.report import COLUMNS, ReportRow, grid_layout, write_report
+from pipelines.demo.report import COLUMNS, ReportRow, grid_layout, write_report
 
 
 def _solid(value: int, side: int = 32) -> np.ndarray:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pipelines.cli import main
-from pipelines.dataset import read_prepared
-from pipelines.evaluate import evaluate_model, split_fingerprint
-from pipelines.models import load_generator_from_uri, resolve_device
+from pipelines.common.dataset import read_prepared
+from pipelines.common.models import load_generator_from_uri, resolve_device
+from pipelines.registry.evaluation import evaluate_model, split_fingerprint
 from pix2pix_core import GeneratorConfig, ImageMetrics, build_generator, resize, to_tensor
 from tests.pipelines.registry_data import CROP, GENERATOR, registry_data
 

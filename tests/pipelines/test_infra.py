@@ -28,7 +28,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from pipelines.storage import Location
+from pipelines.common.storage import Location
 from pix2pix_core.memory import ONE_ARENA_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -351,7 +351,7 @@ def test_mlflow_server_keeps_runs_on_a_volume_and_artifacts_on_s3():
 
 
 def test_retrain_example_is_a_flat_config_of_known_option_types():
-    from pipelines.options import CommonOptions, ModelOptions, load_options
+    from pipelines.config.options import CommonOptions, ModelOptions, load_options
 
     config = yaml.safe_load((INFRA / "retrain.example.yaml").read_text())
     assert isinstance(config, dict) and config

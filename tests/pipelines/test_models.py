@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from pipelines.errors import UserError
-from pipelines.models import load_generator_from_uri
+from pipelines.common.errors import UserError
+from pipelines.common.models import load_generator_from_uri
 from tests.pipelines.registry_data import CROP, GENERATOR, registry_data
 
 

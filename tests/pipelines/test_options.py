@@ -3,8 +3,8 @@ import argparse
 import pytest
 
 from pipelines import cli
-from pipelines.errors import UserError
-from pipelines.options import CommonOptions, ModelOptions, add_options, load_options
+from pipelines.common.errors import UserError
+from pipelines.config.options import CommonOptions, ModelOptions, add_options, load_options
 
 
 def _parse(argv, *classes):

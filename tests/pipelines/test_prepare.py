@@ -11,14 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipelines import progress
 from pipelines.cli import main
-from pipelines.dataset import PAIR_SCHEMA, QUARANTINE_SCHEMA, read_info, read_prepared
-from pipelines.errors import UserError
-from pipelines.prepare import PrepareSummary, prepare_dataset
-from pipelines.prepare_sources import carve_val, discover, source_fingerprint
-from pipelines.sample_data import encode, write_dataset
-from pipelines.storage import Location
+from pipelines.common import progress
+from pipelines.common.dataset import PAIR_SCHEMA, QUARANTINE_SCHEMA, read_info, read_prepared
+from pipelines.common.errors import UserError
+from pipelines.common.storage import Location
+from pipelines.demo.sample_data import encode, write_dataset
+from pipelines.prepare.job import PrepareSummary, prepare_dataset
+from pipelines.prepare.sources import carve_val, discover, source_fingerprint
 from tests.bad_inputs import bad_files, odd_files
 from tests.cli_process import run_cli
 
@@ -153,7 +153,7 @@ def test_rerun_replaces_the_previous_output(ray_cluster, aligned_src, tmp_path):
 
 
 def _pair(i):
-    from pipelines.sample_data import SamplePair
+    from pipelines.demo.sample_data import SamplePair
 
     rng = np.random.default_rng(i)
     a = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)

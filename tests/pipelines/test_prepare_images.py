@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from pipelines.dataset import decode_image
-from pipelines.prepare_images import (
+from pipelines.common.dataset import decode_image
+from pipelines.prepare.pairs import (
     DEFAULT_MAX_PIXELS,
     BadInput,
     pixel_limit,

@@ -3,10 +3,10 @@
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.dataset import PAIR_SCHEMA, read_info
-from pipelines.prepare import prepare_dataset
-from pipelines.prepare_sources import source_fingerprint
-from pipelines.sample_data import encode, write_dataset
+from pipelines.common.dataset import PAIR_SCHEMA, read_info
+from pipelines.demo.sample_data import encode, write_dataset
+from pipelines.prepare.job import prepare_dataset
+from pipelines.prepare.sources import source_fingerprint
 from tests.bad_inputs import bad_files
 
 

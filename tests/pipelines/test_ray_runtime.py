@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from pipelines.ray_runtime import quiet_ray_logs
+from pipelines.common.ray_runtime import quiet_ray_logs
 from pix2pix_core.memory import ONE_ARENA_ENV
 from tests.cli_process import ROOT
 
@@ -17,7 +17,7 @@ from tests.cli_process import ROOT
 ACTOR_ON_A_PRESTARTED_WORKER = """
 import os, subprocess, sys, time
 import ray
-from pipelines.ray_runtime import init_ray
+from pipelines.common.ray_runtime import init_ray
 
 def idle_workers():  # this Ray's: children of the raylet this process started
     ps = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
@@ -64,7 +64,7 @@ def test_a_local_ray_without_training_runs_actors_on_the_workers_it_started_ahea
 ACTOR_THREADS_REUSE_FREED_MEMORY = """
 import os, resource, sys, threading
 import ray
-from pipelines.ray_runtime import init_ray
+from pipelines.common.ray_runtime import init_ray
 from pix2pix_core.memory import ONE_ARENA_ENV
 
 init_ray(training=False)

@@ -20,15 +20,15 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipelines import checkpoints
 from pipelines.cli import main
-from pipelines.dataset import read_info
-from pipelines.errors import UserError
-from pipelines.evaluate import evaluate_model, split_fingerprint
-from pipelines.models import load_generator_from_uri
-from pipelines.promote import decide, promote
-from pipelines.register import register_generator
-from pipelines.tracking import git_commit
+from pipelines.common import checkpoints
+from pipelines.common.dataset import read_info
+from pipelines.common.errors import UserError
+from pipelines.common.models import load_generator_from_uri
+from pipelines.common.tracking import git_commit
+from pipelines.registry.evaluation import evaluate_model, split_fingerprint
+from pipelines.registry.promotion import decide, promote
+from pipelines.registry.registration import register_generator
 from pix2pix_core import to_tensor, to_uint8
 from tests.pipelines.registry_data import (
     free_port,

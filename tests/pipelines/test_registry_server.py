@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.cli import main
-from pipelines.promote import promote
-from pipelines.register import register_generator
+from pipelines.registry.promotion import promote
+from pipelines.registry.registration import register_generator
 from tests.pipelines.registry_data import (
     free_port,
     path_with_venv,

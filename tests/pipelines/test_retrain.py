@@ -22,8 +22,8 @@ import yaml
 from mlflow import MlflowClient
 
 from pipelines.cli import main as cli_main
-from pipelines.sample_data import make_pairs, write_dataset
-from pipelines.storage import Location
+from pipelines.common.storage import Location
+from pipelines.demo.sample_data import make_pairs, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("prepare", "train", "evaluate", "register", "promote")
@@ -37,12 +37,12 @@ TINY = {
     "crop_size": 32,
 }
 
-# The first attempt runs the CLI's own `run` with a fault hook (pipelines.train_faults):
+# The first attempt runs the CLI's own `run` with a fault hook (pipelines.train.faults):
 # the training worker announces its pid after epoch 1's checkpoint and waits to be killed.
 DRIVER = textwrap.dedent(
     """
     import argparse, json, sys
-    from pipelines import retrain
+    from pipelines.retrain import workflow as retrain
     parser = argparse.ArgumentParser()
     retrain.add_arguments(parser)
     args = parser.parse_args(sys.argv[2:])
@@ -199,7 +199,7 @@ def test_bad_configs_are_named_before_any_work(tmp_path, capsys, mlflow_uri, ext
 
 
 def test_the_example_config_is_a_complete_retrain_config():
-    from pipelines.retrain import load_config
+    from pipelines.retrain.workflow import load_config
 
     example = REPO / "infra" / "retrain.example.yaml"
     values = yaml.safe_load(example.read_text())

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipelines.errors import UserError
-from pipelines.steps import StepRunner, fingerprint, fingerprint_files
-from pipelines.storage import Location
+from pipelines.common.errors import UserError
+from pipelines.common.storage import Location
+from pipelines.retrain.runner import StepRunner, fingerprint, fingerprint_files
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -112,8 +112,8 @@ def test_a_step_killed_mid_way_runs_again(tmp_path):
     script = textwrap.dedent(
         f"""
         import os
-        from pipelines.steps import StepRunner
-        from pipelines.storage import Location
+        from pipelines.retrain.runner import StepRunner
+        from pipelines.common.storage import Location
         runner = StepRunner(Location.parse({str(run_dir)!r}))
         runner.run("a", {{}}, lambda: {{"ok": True}})
         runner.run("b", {{}}, lambda: os._exit(9))

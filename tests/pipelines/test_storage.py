@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.errors import UserError
-from pipelines.storage import Location, parse_storage_options
+from pipelines.common.errors import UserError
+from pipelines.common.storage import Location, parse_storage_options
 from tests.cli_process import ROOT, run_cli
 
 

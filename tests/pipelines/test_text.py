@@ -1,4 +1,4 @@
-from pipelines.text import count, duration, plural
+from pipelines.common.text import count, duration, plural
 
 
 def test_numbers_and_words_agree():

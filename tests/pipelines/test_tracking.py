@@ -6,8 +6,8 @@ import mlflow
 import pytest
 
 from pipelines.cli import main
-from pipelines.errors import UserError
-from pipelines.tracking import resolve_tracking_uri, setup_mlflow
+from pipelines.common.errors import UserError
+from pipelines.common.tracking import resolve_tracking_uri, setup_mlflow
 
 
 def test_relative_sqlite_uri_is_made_absolute(tmp_path, monkeypatch):

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import checkpoints
 from pipelines.cli import main as cli_main
-from pipelines.dataset import read_prepared
-from pipelines.options import CommonOptions, ModelOptions
-from pipelines.sample_data import make_pairs, write_dataset
-from pipelines.storage import Location
-from pipelines.train import RESULT_FILE, RUN_FILE, train
-from pipelines.train_options import TrainOptions
-from pipelines.train_tracking import grid_artifact
+from pipelines.common import checkpoints
+from pipelines.common.dataset import read_prepared
+from pipelines.common.storage import Location
+from pipelines.config.options import CommonOptions, ModelOptions
+from pipelines.demo.sample_data import make_pairs, write_dataset
+from pipelines.train.driver import RESULT_FILE, RUN_FILE, train
+from pipelines.train.epoch_log import grid_artifact
+from pipelines.train.options import TrainOptions
 from pix2pix_core import ImageMetrics, resize, to_tensor
 from pix2pix_core.precision import native_bf16
 
@@ -34,7 +34,7 @@ CROP = 32
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, ray_cluster) -> Location:
-    from pipelines.prepare import prepare_dataset
+    from pipelines.prepare.job import prepare_dataset
 
     root = tmp_path_factory.mktemp("train-data")
     pairs = make_pairs(20, size=48, seed=0)
@@ -226,8 +226,8 @@ def test_cli_rejects_bad_settings_without_a_trace(prepared, capsys, tmp_path, fl
 
 
 def test_rerun_with_other_settings_is_refused(prepared, tmp_path, mlflow_uri, experiment_name):
-    from pipelines.errors import UserError
-    from pipelines.train import plan_run
+    from pipelines.common.errors import UserError
+    from pipelines.train.driver import plan_run
 
     common = _common(Location.parse(str(tmp_path)), mlflow_uri, experiment_name, "named")
     plan_run(TINY, _opts(prepared), common)
@@ -236,7 +236,7 @@ def test_rerun_with_other_settings_is_refused(prepared, tmp_path, mlflow_uri, ex
 
 
 def test_run_names_are_derived_from_settings_and_data(prepared):
-    from pipelines.train import derive_run_name
+    from pipelines.train.driver import derive_run_name
 
     fingerprint = "abc"
     name = derive_run_name(prepared, TINY, _opts(prepared), fingerprint)
@@ -251,8 +251,8 @@ def test_run_names_are_derived_from_settings_and_data(prepared):
 def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp_path):
     """validate() on one rank, eval mode: the metrics of G's outputs, a grid, and FID from a
     user-supplied TorchScript feature extractor (no weights are downloaded)."""
-    from pipelines.sample_data import encode
-    from pipelines.train_validation import load_fid_features, validate
+    from pipelines.demo.sample_data import encode
+    from pipelines.train.validation import load_fid_features, validate
     from pix2pix_core import Pix2Pix
 
     class Features(torch.nn.Module):
@@ -286,8 +286,8 @@ def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp
 
 
 def test_resume_from_a_checkpoint_folder_restores_the_training_state(tmp_path):
-    from pipelines.errors import UserError
-    from pipelines.train_worker import restore
+    from pipelines.common.errors import UserError
+    from pipelines.train.worker import restore
     from pix2pix_core import Pix2Pix
 
     def build(model: ModelOptions, seed: int) -> Pix2Pix:
@@ -319,7 +319,7 @@ def test_resume_from_a_checkpoint_folder_restores_the_training_state(tmp_path):
 
 
 def test_gpus_the_cluster_lacks_are_announced_not_awaited_in_silence(ray_cluster, capsys):
-    from pipelines.train import worker_resources
+    from pipelines.train.driver import worker_resources
 
     # The session's Ray has no GPUs: by default the workers train on CPUs, quietly.
     assert worker_resources(TrainOptions(num_workers=2)) == (False, 0.5)

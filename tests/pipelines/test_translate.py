@@ -19,10 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import progress
 from pipelines.cli import main
-from pipelines.sample_data import encode
-from pipelines.storage import Location
+from pipelines.common import progress
+from pipelines.common.storage import Location
+from pipelines.demo.sample_data import encode
 from pix2pix_core import GeneratorConfig, build_generator, save_generator
 from tests.bad_inputs import bad_files, odd_files
 
@@ -346,8 +346,8 @@ def _loaded_tiny_model():
     ],
 )
 def test_cpu_actors_and_threads_fit_the_cores(ray_cluster, flags, layout):
-    from pipelines.options import ModelOptions
-    from pipelines.translate import TranslateOptions, _runtime
+    from pipelines.config.options import ModelOptions
+    from pipelines.translate.job import TranslateOptions, _runtime
 
     cpus = int(ray_cluster.cluster_resources()["CPU"])  # logical: 4, above the cores
     cores = min(os.cpu_count() or 1, cpus)
@@ -363,9 +363,9 @@ def test_cpu_actors_and_threads_fit_the_cores(ray_cluster, flags, layout):
 
 
 def test_more_actors_than_the_cluster_has_cpus_is_a_user_error(ray_cluster):
-    from pipelines.errors import UserError
-    from pipelines.options import ModelOptions
-    from pipelines.translate import TranslateOptions, _runtime
+    from pipelines.common.errors import UserError
+    from pipelines.config.options import ModelOptions
+    from pipelines.translate.job import TranslateOptions, _runtime
 
     cpus = int(ray_cluster.cluster_resources()["CPU"])
     opts = TranslateOptions(model="m", input="i", output="o", num_actors=cpus + 1)

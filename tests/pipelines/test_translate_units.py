@@ -11,16 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.errors import UserError
-from pipelines.progress import ProgressLine
-from pipelines.sample_data import encode
-from pipelines.storage import Location
-from pipelines.translate import Counts
-from pipelines.translate_images import BadImage, decode
-from pipelines.translate_images import encode as encode_output
-from pipelines.translate_manifest import check_job, compact, read_state, record, write_part
-from pipelines.translate_model import Runtime, Translator, prepare_generator
-from pipelines.translate_paths import list_inputs, plan, safe_relative
+from pipelines.common.errors import UserError
+from pipelines.common.progress import ProgressLine
+from pipelines.common.storage import Location
+from pipelines.demo.sample_data import encode
+from pipelines.translate.actors import Runtime, Translator, prepare_generator
+from pipelines.translate.images import BadImage, decode
+from pipelines.translate.images import encode as encode_output
+from pipelines.translate.job import Counts
+from pipelines.translate.manifest import check_job, compact, read_state, record, write_part
+from pipelines.translate.paths import list_inputs, plan, safe_relative
 from pix2pix_core import GeneratorConfig, build_generator
 from pix2pix_core.precision import native_bf16
 from tests.bad_inputs import bad_files, odd_files
@@ -285,7 +285,7 @@ def test_compile_takes_the_generator_through_torch_compile_in_the_mode_given(mon
 def test_tiles_are_the_size_the_model_was_trained_on(crop_size, tile):
     from types import SimpleNamespace
 
-    from pipelines.translate import TranslateOptions, _tiles
+    from pipelines.translate.job import TranslateOptions, _tiles
 
     opts = TranslateOptions(model="m", input="i", output="o")
     loaded = SimpleNamespace(multiple=32, crop_size=crop_size)
@@ -298,7 +298,7 @@ GIB = 2**30
 
 
 def test_cpu_actors_default_to_one_single_threaded_actor_per_core():
-    from pipelines.translate import cpu_layout
+    from pipelines.translate.job import cpu_layout
 
     layout = cpu_layout(16, actors=None, threads=None, memory=64 * GIB, bytes_per_actor=GIB)
     assert layout == (16, 1)
@@ -307,7 +307,7 @@ def test_cpu_actors_default_to_one_single_threaded_actor_per_core():
 
 
 def test_the_default_actor_count_fits_the_memory():
-    from pipelines.translate import cpu_layout
+    from pipelines.translate.job import cpu_layout
 
     def layout(memory: float, actors: int | None = None, threads: int | None = None):
         return cpu_layout(16, actors=actors, threads=threads, memory=memory, bytes_per_actor=GIB)
@@ -319,7 +319,7 @@ def test_the_default_actor_count_fits_the_memory():
 
 
 def test_the_actor_estimate_covers_what_a_unet_256_actor_was_measured_to_hold():
-    from pipelines.translate import actor_bytes
+    from pipelines.translate.job import actor_bytes
 
     with torch.device("meta"):  # sizes only
         module = build_generator(GeneratorConfig(netG="unet_256"))

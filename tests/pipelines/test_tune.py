@@ -28,11 +28,11 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from pipelines.errors import UserError
-from pipelines.options import CommonOptions, ModelOptions
-from pipelines.storage import Location
-from pipelines.train_options import TrainOptions
-from pipelines.tune import (
+from pipelines.common.errors import UserError
+from pipelines.common.storage import Location
+from pipelines.config.options import CommonOptions, ModelOptions
+from pipelines.train.options import TrainOptions
+from pipelines.tune.sweep import (
     TuneOptions,
     baseline_point,
     default_concurrency,
@@ -60,8 +60,8 @@ SWEEP_FLAGS |= {"reduction_factor": 2, "metric": "l1"}
 @pytest.fixture(scope="session")
 def tune_data(tmp_path_factory, ray_cluster, photo_pairs) -> Location:
     """A dozen prepared pairs at 36 px (random 32 px crops), 9 train and 3 val."""
-    from pipelines.prepare import prepare_dataset
-    from pipelines.sample_data import write_dataset
+    from pipelines.demo.sample_data import write_dataset
+    from pipelines.prepare.job import prepare_dataset
 
     root = tmp_path_factory.mktemp("tune_data")
     src = write_dataset({"train": photo_pairs[:12]}, Location.parse(str(root / "src")))
@@ -188,7 +188,7 @@ def test_a_sweep_interrupted_after_a_trial_continues_and_records_the_best(
     assert parent.data.tags["pix2pix.model_uri"] == result.model_uri
 
     # The best checkpoint, and the model logged in the parent run, rebuild the generator.
-    from pipelines.models import load_generator_from_uri
+    from pipelines.common.models import load_generator_from_uri
 
     for uri in (result.best_checkpoint, result.model_uri):
         loaded = load_generator_from_uri(uri)
@@ -216,8 +216,8 @@ def _artifact_text(run_id: str, path: str) -> str:
 def test_a_rerun_with_other_settings_names_what_changed(
     tmp_path, ray_cluster, mlflow_uri, experiment_name, tune_data
 ):
-    from pipelines.tune import load_space, sweep_name
-    from pipelines.tune_results import open_parent_run
+    from pipelines.tune.results import open_parent_run
+    from pipelines.tune.sweep import load_space, sweep_name
 
     model, opts, common = _options(tune_data, tmp_path, mlflow_uri, experiment_name, "s")
     sweep = TuneOptions(num_samples=4)
@@ -300,7 +300,7 @@ def test_the_paper_configuration_is_the_first_trial_and_optuna_refuses_a_grid():
     assert isinstance(
         search_algorithm(TuneOptions(search_alg="optuna"), space, 0, first, 2), OptunaSearch
     )
-    from pipelines.tune_space import parse_search_space
+    from pipelines.tune.space import parse_search_space
 
     grid = parse_search_space({"norm": {"grid": ["batch", "instance"]}}, (model, opts))
     with pytest.raises(UserError, match="optuna cannot search a grid"):

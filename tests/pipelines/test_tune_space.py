@@ -8,9 +8,9 @@ import pytest
 import yaml
 from ray import tune
 
-from pipelines.errors import UserError
-from pipelines.options import ModelOptions
-from pipelines.tune_space import PAPER_SEARCH_SPACE, parse_search_space
+from pipelines.common.errors import UserError
+from pipelines.config.options import ModelOptions
+from pipelines.tune.space import PAPER_SEARCH_SPACE, parse_search_space
 
 EXAMPLE = Path(__file__).parents[2] / "infra" / "search_space.example.yaml"
 BASE = (ModelOptions(),)

@@ -1,0 +1,249 @@
+"""Load a generator from wherever one lives: the registry, a run, storage, or the official code.
+
+`load_generator_from_uri` takes
+
+- an MLflow model URI: `models:/NAME@alias`, `models:/NAME/3`, `runs:/RUN_ID/model`, ...
+  (a model logged by `pix2pix register`);
+- a checkpoint URL of this project (any fsspec URL): a saved generator or a training
+  checkpoint file, a checkpoint folder (`.../epoch_0005`), or a run folder holding
+  `epoch_*` checkpoints (its best one if the run finished and says so in `result.json`,
+  else the latest);
+- an official pytorch-CycleGAN-and-pix2pix state dict (`*_net_G.pth`), whose architecture
+  is `official` (default: the official defaults, `unet_256`, batch norm, dropout).
+
+Every path ends in `pix2pix_core.checkpoint`, which reads with `weights_only=True`.
+MLflow is imported only for MLflow URIs: it takes seconds, which every file-model
+`translate` and `evaluate` would otherwise pay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from pipelines.common.errors import UserError
+from pipelines.common.storage import Location
+from pix2pix_core import GeneratorConfig
+from pix2pix_core.checkpoint import load_generator, load_official_generator
+
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+OFFICIAL_SUFFIX = "_net_G.pth"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+_EPOCH = re.compile(r"epoch_(\d+)")
+RUN_FILE, RUN_RESULT_FILE = "run.json", "result.json"  # what `pix2pix train` leaves in a run
+METRIC_NAMES = ("l1", "psnr", "ssim")
+
+
+@dataclass(frozen=True)
+class LoadedGenerator:
+    """A generator ready to run, with what is known about where it came from.
+
+    `eval_mode`: True runs it like the official `--eval` (dropout off, batch-norm running
+    statistics); False like the paper (dropout on, statistics of the batch). The default is
+    what the model was trained and validated with. `metadata` holds `source` (the URI it
+    was loaded from), `crop_size`, and whatever its checkpoint or registry entry recorded
+    (source run, dataset fingerprint, validation metrics, ...).
+    """
+
+    module: torch.nn.Module
+    config: GeneratorConfig
+    eval_mode: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def crop_size(self) -> int:
+        """The image side the generator was trained on."""
+        return int(self.metadata.get("crop_size") or 2**self.config.depth)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be divisible by this to run through the U-Net."""
+        return 2**self.config.depth
+
+
+def resolve_device(name: str) -> str:
+    """A `--device` value checked against this machine; "auto" is CUDA where torch sees a GPU."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(
+            f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: torch sees no CUDA GPU here; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"numbered from 0"
+            )
+    return name
+
+
+def load_generator_from_uri(
+    uri: str,
+    *,
+    storage_options: Mapping[str, Any] | str | None = None,
+    official: GeneratorConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedGenerator:
+    """The generator at `uri` (see the module docstring for what `uri` may be)."""
+    if not uri:
+        raise UserError("no model given")
+    if uri.startswith(MLFLOW_SCHEMES):
+        loaded = _from_mlflow(uri)
+    else:
+        loaded = _from_storage(Location.parse(uri, storage_options), official)
+    loaded.module.to(device)
+    return loaded
+
+
+# -- MLflow -------------------------------------------------------------------------------
+
+
+def _from_mlflow(uri: str) -> LoadedGenerator:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.registry.pyfunc_model import SETTINGS_FILE, WEIGHTS_FILE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        except MlflowException as err:
+            hint = ""
+            if re.fullmatch(r"models:/[^/@]+", uri):  # MLflow reads it as a logged model's ID
+                name = uri.removeprefix("models:/")
+                hint = f" (a registered model needs a version or an alias: models:/{name}/1, "
+                hint += f"models:/{name}@champion)"
+            raise UserError(f"cannot load {uri}: {err.message}{hint}") from None
+        folder = _artifact_folder(local, uri)
+        with open(os.path.join(folder, WEIGHTS_FILE), "rb") as f:
+            data = f.read()
+        with open(os.path.join(folder, SETTINGS_FILE)) as f:
+            settings = json.load(f)
+    module, config, _ = _read(data, uri)
+    metadata = {**settings.get("metadata", {}), "crop_size": settings["crop_size"], "source": uri}
+    metadata.update(_registry_metadata(uri))
+    return LoadedGenerator(module, config, bool(settings["eval_mode"]), metadata)
+
+
+def _artifact_folder(local: str, uri: str) -> str:
+    """The `generator` artifact folder inside a downloaded pyfunc model."""
+    from mlflow.models import Model
+
+    from pipelines.registry.pyfunc_model import ARTIFACT
+
+    mlmodel = os.path.join(local, "MLmodel")
+    if not os.path.exists(mlmodel):
+        raise UserError(f"{uri} is not an MLflow model (no MLmodel file)")
+    pyfunc = Model.load(mlmodel).flavors.get("python_function", {})
+    artifact = (pyfunc.get("artifacts") or {}).get(ARTIFACT)
+    if not artifact:
+        raise UserError(f"{uri} is not a pix2pix generator model (no {ARTIFACT!r} artifact)")
+    return os.path.join(local, artifact["path"])
+
+
+def _registry_metadata(uri: str) -> dict[str, Any]:
+    """Name, version and tags of a `models:/NAME/VERSION` or `models:/NAME@alias`."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", uri)
+    if not match:
+        return {}
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    name, version, alias = match.groups()
+    mv = (
+        client.get_model_version_by_alias(name, alias)
+        if alias
+        else client.get_model_version(name, version)
+    )
+    return {"registered_name": mv.name, "version": str(mv.version), "tags": dict(mv.tags)}
+
+
+# -- storage ------------------------------------------------------------------------------
+
+
+def _from_storage(loc: Location, official: GeneratorConfig | None) -> LoadedGenerator:
+    if not loc.exists():
+        raise UserError(f"no model at {loc.url}")
+    if loc.fs.isdir(loc.path):
+        loc = _checkpoint_in_folder(loc)
+    data = loc.read_bytes()
+    if official is not None or loc.name.endswith(OFFICIAL_SUFFIX):
+        config = official or GeneratorConfig()
+        try:
+            module = load_official_generator(data, config)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise UserError(f"{loc.url}: not an official generator for the flags: {err}") from None
+        # The official test script runs the generator in train mode unless --eval.
+        return LoadedGenerator(module, config, False, {"source": loc.url, "official": True})
+    module, config, extra = _read(data, loc.url)
+    metadata = {**checkpoint_metadata(extra), "source": loc.url}
+    run_id = _training_run_id(loc)
+    if run_id:
+        metadata.setdefault("source_run_id", run_id)
+    return LoadedGenerator(module, config, bool(metadata.get("eval_mode", False)), metadata)
+
+
+def _checkpoint_in_folder(loc: Location) -> Location:
+    """The checkpoint file of a checkpoint folder; for a run folder, its best checkpoint
+    (`result.json` of a finished run) or else its latest `epoch_*`."""
+    entries = sorted(loc.fs.ls(loc.path, detail=True), key=lambda e: e["name"])
+    names = {posixpath.basename(e["name"].rstrip("/")): e["type"] for e in entries}
+    weights = [n for n, kind in names.items() if kind == "file" and n.endswith(CHECKPOINT_SUFFIXES)]
+    if len(weights) == 1:
+        return loc.join(weights[0])
+    epochs = sorted(
+        (int(m.group(1)), name)
+        for name, kind in names.items()
+        if kind == "directory" and (m := _EPOCH.fullmatch(name))
+    )
+    if not weights and epochs:
+        if RUN_RESULT_FILE in names:
+            best = loc.join(RUN_RESULT_FILE).read_json().get("best_checkpoint")
+            if best and posixpath.basename(best.rstrip("/")) in names:
+                return _checkpoint_in_folder(loc.join(posixpath.basename(best.rstrip("/"))))
+        return _checkpoint_in_folder(loc.join(epochs[-1][1]))
+    found = ", ".join(weights) or "no checkpoint file"
+    raise UserError(f"{loc.url}: expected one checkpoint file or epoch_* folders, found {found}")
+
+
+def _training_run_id(checkpoint_file: Location) -> str | None:
+    """The MLflow run of the training run whose folder holds this checkpoint, if any."""
+    run_folder = posixpath.dirname(posixpath.dirname(checkpoint_file.url))
+    run_file = Location(posixpath.join(run_folder, RUN_FILE), checkpoint_file.options)
+    try:
+        return run_file.read_json().get("mlflow_run_id") if run_file.exists() else None
+    except (UserError, ValueError, OSError):
+        return None
+
+
+def _read(data: bytes, where: str) -> tuple[torch.nn.Module, GeneratorConfig, dict[str, Any]]:
+    try:
+        return load_generator(data)
+    except Exception as err:  # a corrupt or foreign file: say which and why
+        raise UserError(f"{where}: not a pix2pix checkpoint or generator ({err})") from None
+
+
+def checkpoint_metadata(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A checkpoint's `extra` with its validation metrics as `val_metrics` {l1, psnr, ssim}.
+
+    Training checkpoints record `metrics` of their epoch as `val_L1`, `val_PSNR`, ...
+    """
+    out = dict(extra or {})
+    recorded = out.get("metrics") or {}
+    val = {m: float(recorded[k]) for m in METRIC_NAMES if (k := f"val_{m.upper()}") in recorded}
+    if val and "val_metrics" not in out:
+        out["val_metrics"] = val
+    return out

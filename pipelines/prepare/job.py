@@ -1,0 +1,288 @@
+"""`pix2pix prepare SRC DST`: pair, validate and resize an image dataset into Parquet.
+
+    1. list SRC once, detect the layout, pair A with B, carve val   (driver, no image read)
+    2. decode, check, convert, resize, encode; write Parquet shards  (Ray Data tasks)
+    3. quarantine.parquet, dataset.json, and a one-line summary      (driver)
+
+Every input ends as a pair row or a quarantine row with a reason: inputs = ready +
+quarantined, always. The format written is described in `pipelines.common.dataset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.common.dataset import (
+    INFO_FILE,
+    QUARANTINE_FILE,
+    QUARANTINE_SCHEMA,
+    SCHEMA_VERSION,
+    SPLITS,
+)
+from pipelines.common.errors import UserError
+from pipelines.common.progress import progress_for_logs
+from pipelines.common.storage import Location
+from pipelines.common.text import count
+from pipelines.config.options import CommonOptions, RayOptions, add_options, load_options, option
+from pipelines.prepare.pairs import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_FORMAT,
+    PARQUET_COMPRESSION,
+    RESULT_SCHEMA,
+    process_batch,
+)
+from pipelines.prepare.sources import LAYOUTS, Sources, carve_val, discover
+
+DIRECTIONS = ("AtoB", "BtoA")
+# Pairs per Ray task, and so per Parquet shard (about 270 KB a pair at load_size 286).
+MAX_PAIRS_PER_TASK = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareOptions:
+    """Preparing a dataset."""
+
+    layout: str | None = option(
+        None, "aligned | folders | manifest (default: detected)", choices=LAYOUTS
+    )
+    direction: str = option("AtoB", "AtoB: left/A is the input; BtoA swaps", choices=DIRECTIONS)
+    load_size: int = option(286, "images are resized to load_size x load_size")
+    val_fraction: float = option(0.1, "share of train carved out as val when SRC has no val")
+    seed: int = option(0, "seed of the val carving")
+    max_pixels: int | None = option(
+        None, f"refuse larger images as decompression bombs (default: {DEFAULT_MAX_PIXELS:,})"
+    )
+
+    def __post_init__(self) -> None:
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be AtoB or BtoA, got {self.direction!r}")
+        if self.load_size < 1:
+            raise ValueError(f"load_size must be positive, got {self.load_size!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive, got {self.max_pixels!r}")
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    """What a prepare run did. `inputs == ready + quarantined`."""
+
+    dst: str
+    layout: str
+    inputs: int
+    ready: int
+    quarantined: int
+    counts: dict[str, int] = field(default_factory=dict)  # split -> ready pairs
+    fingerprint: str = ""
+
+    @property
+    def line(self) -> str:
+        quarantine = f"{self.dst.rstrip('/')}/{QUARANTINE_FILE}"
+        return (
+            f"{count(self.inputs, 'pair')}: {self.ready:,} ready, {self.quarantined:,} quarantined "
+            f"(see {quarantine})"
+        )
+
+
+def prepare_dataset(
+    src: Location,
+    dst: Location,
+    *,
+    layout: str | None = None,
+    direction: str = "AtoB",
+    load_size: int = 286,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    max_pixels: int | None = None,
+    ray_address: str | None = None,
+) -> PrepareSummary:
+    """Prepare `src` into `dst` on the current Ray, or on `ray_address`'s, or on a local one,
+    started once the inputs are listed and checked (so that a mistake fails at once).
+
+    Raises UserError when SRC does not exist, holds nothing, overlaps DST, or when every
+    input is unusable (quarantine.parquet is still written, to say why).
+    """
+    opts = PrepareOptions(
+        layout=layout,
+        direction=direction,
+        load_size=load_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        max_pixels=max_pixels,
+    )
+    started = time.monotonic()
+    # 1. list, pair, carve
+    sources = discover(src, opts.layout)
+    _check_no_overlap(src, dst, sources)
+    carved = carve_val(sources.work, opts.val_fraction, opts.seed)
+    _clear_previous(dst)
+
+    # 2. decode, validate, resize, encode, write shards
+    results = _run_tasks(sources, src, dst, opts, ray_address)
+
+    # 3. quarantine, counts, dataset.json
+    bad = results.filter(pc.is_valid(results["reason"]))
+    failed = zip(bad["url"].to_pylist(), bad["reason"].to_pylist(), strict=True)
+    quarantine = [*sources.quarantine, *failed]
+    _write_quarantine(dst, quarantine)
+    good = results.filter(pc.is_null(results["reason"]))
+    counts = {split: 0 for split in SPLITS}
+    for split in good["split"].to_pylist():
+        counts[split] += 1
+    summary = PrepareSummary(
+        dst=dst.url,
+        layout=sources.layout,
+        inputs=sources.inputs,
+        ready=good.num_rows,
+        quarantined=len(quarantine),
+        counts=counts,
+        fingerprint=sources.fingerprint,
+    )
+    if summary.ready + summary.quarantined != summary.inputs:  # the counting rule
+        raise RuntimeError(f"lost inputs: {summary}")
+    if summary.ready == 0:
+        reasons = "; ".join(f"{url}: {reason}" for url, reason in quarantine[:3])
+        raise UserError(
+            f"all {count(summary.inputs, 'input')} in {src.url} are unusable "
+            f"(see {dst.join(QUARANTINE_FILE).url}), e.g. {reasons}"
+        )
+    notes = sum(1 for note in good["note"].to_pylist() if note)
+    dst.join(INFO_FILE).write_json(
+        _info(summary, src, opts, carved, notes, time.monotonic() - started)
+    )
+    return summary
+
+
+def _check_no_overlap(src: Location, dst: Location, sources: Sources) -> None:
+    """DST must not be inside SRC (a rerun would read its own output) nor hold inputs
+    (clearing DST would delete them)."""
+    inside = dst.url == src.url or dst.url.startswith(src.url.rstrip("/") + "/")
+    if inside and sources.layout != "manifest":
+        raise UserError(f"DST {dst.url} is inside SRC {src.url}; choose another DST")
+    prefix = dst.url.rstrip("/") + "/"
+    for row in sources.work:
+        for url in (row["a_url"], row["b_url"]):
+            if url and url.startswith(prefix):
+                raise UserError(f"DST {dst.url} holds inputs ({url}); choose another DST")
+
+
+def _clear_previous(dst: Location) -> None:
+    """Remove what an earlier prepare wrote to DST (and nothing else)."""
+    dst.makedirs()
+    for name in (INFO_FILE, QUARANTINE_FILE, *SPLITS):
+        loc = dst.join(name)
+        if loc.fs.exists(loc.path):
+            loc.fs.rm(loc.path, recursive=True)
+
+
+def _run_tasks(
+    sources: Sources, src: Location, dst: Location, opts: PrepareOptions, ray_address: str | None
+) -> pa.Table:
+    """Process the work list on Ray Data: one task per block, one shard per block."""
+    if not sources.work:
+        return RESULT_SCHEMA.empty_table()
+    import ray
+    import ray.data
+
+    from pipelines.common.ray_runtime import init_ray
+
+    init_ray(ray_address, training=False)
+    work = sources.work_table()
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # Two blocks per CPU keeps every core busy to the end; the cap bounds shard size.
+    per_task = max(1, min(MAX_PAIRS_PER_TASK, math.ceil(work.num_rows / (2 * cpus))))
+    blocks = [work.slice(i, per_task) for i in range(0, work.num_rows, per_task)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        process_batch,
+        batch_size=None,  # a whole block per call: its pairs become one shard per split
+        batch_format="pyarrow",
+        fn_kwargs={
+            "dst_url": dst.url,
+            "dst_options": dict(dst.options),
+            "src_options": dict(src.options),
+            "load_size": opts.load_size,
+            "direction": opts.direction,
+            "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
+        },
+    )
+    progress = progress_for_logs(ds, work.num_rows, "prepared", "pair")
+    tables, done = [], 0
+    for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        tables.append(table)
+        done += table.num_rows
+        if progress:
+            progress.update(done)
+    if not tables:
+        return RESULT_SCHEMA.empty_table()
+    return pa.concat_tables([t.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA) for t in tables])
+
+
+def _write_quarantine(dst: Location, rows: list[tuple[str, str]]) -> None:
+    table = pa.Table.from_pylist(
+        [{"url": url, "reason": reason} for url, reason in rows], schema=QUARANTINE_SCHEMA
+    )
+    pq.write_table(table, dst.join(QUARANTINE_FILE).path, filesystem=dst.arrow_fs)
+
+
+def _info(
+    summary: PrepareSummary,
+    src: Location,
+    opts: PrepareOptions,
+    carved: dict[str, Any] | None,
+    notes: int,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": src.url,
+        "layout": summary.layout,
+        "fingerprint": summary.fingerprint,
+        "direction": opts.direction,
+        "load_size": opts.load_size,
+        "width": opts.load_size,
+        "height": opts.load_size,
+        "encoding": f"{IMAGE_FORMAT.lower()} in parquet ({PARQUET_COMPRESSION})",
+        "counts": {split: n for split, n in summary.counts.items() if n},
+        "inputs": summary.inputs,
+        "ready": summary.ready,
+        "quarantined": summary.quarantined,
+        "converted": notes,
+        "val_carved": carved,
+        "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
+        "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(seconds, 2),
+    }
+
+
+# -- command line -----------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="source: a folder URL, or a manifest file (.csv/.parquet)")
+    parser.add_argument("dst", help="where to write the prepared dataset (a folder URL)")
+    add_options(parser, PrepareOptions, CommonOptions, RayOptions)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts, common, ray_opts = load_options(args, PrepareOptions, CommonOptions, RayOptions)
+    src = Location.parse(args.src, common.storage_options)
+    dst = Location.parse(args.dst, common.storage_options)
+    if not src.exists():  # before starting Ray: a typo should fail in a blink
+        raise UserError(f"source not found: {src.url}")
+    summary = prepare_dataset(
+        src, dst, **dataclasses.asdict(opts), ray_address=ray_opts.ray_address
+    )
+    print(summary.line)
+    return 0

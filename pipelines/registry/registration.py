@@ -1,0 +1,301 @@
+"""`pix2pix register`: log a generator as an MLflow pyfunc model and register a version.
+
+The model takes a batch of RGB images (uint8 N x H x W x 3) and returns the translated
+batch in the same form (`pipelines.registry.pyfunc_model`). Its artifact holds the state dict and
+its JSON config; it carries `pix2pix_core` as code, so loading it needs torch and MLflow,
+not Ray. The new version is tagged with its lineage: the training run, the dataset
+fingerprint, the validation metrics and the git commit of the code that registered it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+import pix2pix_core
+from pipelines.common.dataset import read_info
+from pipelines.common.errors import UserError
+from pipelines.common.models import LoadedGenerator, load_generator_from_uri
+from pipelines.common.storage import Location
+from pipelines.common.tracking import git_commit, setup_mlflow
+from pipelines.config.options import CommonOptions, add_options, load_options, option
+from pipelines.registry import pyfunc_model
+from pipelines.registry.evaluation import METRICS, evaluate_model
+from pix2pix_core.checkpoint import save_generator
+
+MODEL_NAME_IN_RUN = "model"
+# What `pix2pix train` leaves on its MLflow run.
+RUN_CHECKPOINT_TAG = "pix2pix.best_checkpoint"
+RUN_FOLDER_TAG = "pix2pix.run_folder"
+RUN_FINGERPRINT_TAG = "pix2pix.dataset_fingerprint"
+INPUT_EXAMPLE_SIDE = 64
+
+
+def model_signature() -> ModelSignature:
+    """uint8 N x H x W x 3 in and out; any N, H, W."""
+    spec = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))
+    return ModelSignature(inputs=Schema([spec]), outputs=Schema([spec]))
+
+
+def input_example() -> np.ndarray:
+    """One small smooth RGB image: cheap to store, and valid for every model size."""
+    ramp = np.linspace(0, 255, INPUT_EXAMPLE_SIDE, dtype=np.float32)
+    image = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 255 - ramp[:, None]), -1)
+    return image.astype(np.uint8)[None]
+
+
+def pip_requirements() -> list[str]:
+    """What the model needs at load time: the packages `pix2pix_core` and the pyfunc import."""
+    from importlib.metadata import version
+
+    names = ["mlflow", "torch", "numpy", "torchmetrics"]
+    return [f"{n}=={version(n).split('+')[0]}" for n in names]
+
+
+def _checkpoint_of_run(run: Any) -> str:
+    """The best checkpoint of a finished training run, else its run folder (latest epoch)."""
+    url = run.data.tags.get(RUN_CHECKPOINT_TAG) or run.data.tags.get(RUN_FOLDER_TAG)
+    if not url:
+        raise UserError(
+            f"run {run.info.run_id} records no checkpoint (tag {RUN_CHECKPOINT_TAG}); "
+            "give --checkpoint URL"
+        )
+    return url
+
+
+def _run_or_none(client: MlflowClient, run_id: str | None) -> Any:
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def _val_metrics_of_run(run: Any) -> dict[str, float]:
+    """The run's last `val_L1`, `val_PSNR`, `val_SSIM` as {l1, psnr, ssim}."""
+    metrics = run.data.metrics if run is not None else {}
+    return {m: metrics[f"val_{m.upper()}"] for m in METRICS if f"val_{m.upper()}" in metrics}
+
+
+def metric_names(metrics: Mapping[str, float]) -> dict[str, float]:
+    """{l1, psnr, ssim} from keys as evaluate (`l1`) or training (`val_L1`) name them."""
+    named = {k.lower().removeprefix("val_"): float(v) for k, v in metrics.items()}
+    return {k: v for k, v in named.items() if k in METRICS}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What a registered version records about where it came from."""
+
+    source: str
+    source_run_id: str | None
+    dataset_fingerprint: str | None
+    val_metrics: Mapping[str, float]
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            "source": self.source,
+            "source_run_id": self.source_run_id or "",
+            "dataset_fingerprint": self.dataset_fingerprint or "",
+            "git_commit": git_commit() or "",
+        }
+        tags.update({f"val_{k}": repr(float(v)) for k, v in self.val_metrics.items()})
+        return tags
+
+
+def write_model_files(folder: str, loaded: LoadedGenerator, lineage: Lineage) -> None:
+    """The `generator` artifact: state dict + config, and the settings as JSON."""
+    os.makedirs(folder, exist_ok=True)
+    # The same settings go into the weights file (the file alone rebuilds and runs the
+    # generator) and into JSON (readable without torch).
+    settings = {
+        "generator": loaded.config.to_dict(),
+        "crop_size": loaded.crop_size,
+        "eval_mode": loaded.eval_mode,
+        "metadata": {
+            "source": lineage.source,
+            "source_run_id": lineage.source_run_id,
+            "dataset_fingerprint": lineage.dataset_fingerprint,
+            "val_metrics": dict(lineage.val_metrics),
+        },
+    }
+    with open(os.path.join(folder, pyfunc_model.WEIGHTS_FILE), "wb") as f:
+        extra = {k: v for k, v in settings.items() if k != "generator"}
+        f.write(save_generator(loaded.module, loaded.config, extra))
+    with open(os.path.join(folder, pyfunc_model.SETTINGS_FILE), "w") as f:
+        json.dump(settings, f, indent=2, sort_keys=True)
+
+
+def log_generator_model(loaded: LoadedGenerator, lineage: Lineage, run_id: str) -> str:
+    """Log the pyfunc model into `run_id` (and its experiment's artifact store); returns
+    its model URI. The run's status is left as it is."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.models import Model
+
+    client = MlflowClient()
+    # Created explicitly: left to `Model.log`, the model would go to the active experiment
+    # (the default one in a plain process), not to the run's.
+    model = mlflow.initialize_logged_model(
+        name=MODEL_NAME_IN_RUN,
+        source_run_id=run_id,
+        tags=lineage.tags(),
+        experiment_id=client.get_run(run_id).info.experiment_id,
+    )
+    core_dir = os.path.dirname(os.path.abspath(pix2pix_core.__file__))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = os.path.join(tmp, pyfunc_model.ARTIFACT)
+            write_model_files(folder, loaded, lineage)
+            info = Model.log(
+                artifact_path=None,
+                name=MODEL_NAME_IN_RUN,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=model.model_id,
+                python_model=os.path.abspath(pyfunc_model.__file__),
+                artifacts={pyfunc_model.ARTIFACT: folder},
+                code_paths=[core_dir],
+                signature=model_signature(),
+                input_example=input_example(),
+                pip_requirements=pip_requirements(),
+            )
+    except BaseException:
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return info.model_uri
+
+
+def register_generator(
+    name: str,
+    checkpoint: str | None = None,
+    *,
+    run_id: str | None = None,
+    storage_options: Mapping[str, Any] | str | None = None,
+    official: pix2pix_core.GeneratorConfig | None = None,
+    data: Location | str | None = None,
+    val_metrics: Mapping[str, float] | None = None,
+    dataset_fingerprint: str | None = None,
+    eval_mode: bool | None = None,
+    experiment: str = "pix2pix",
+    batch_size: int = 16,
+) -> ModelVersion:
+    """Log the generator at `checkpoint` (or the checkpoint of training run `run_id`) as a
+    pyfunc model and register it as a new version of `name`.
+
+    The model is logged into the training run when that run is in this tracking store
+    (`run_id`, or the run recorded next to the checkpoint), otherwise into a new run of
+    `experiment`. Validation metrics: `val_metrics`, else measured on the `val` split of
+    `data`, else those the checkpoint recorded for its epoch, else the run's last `val_*`.
+    MLflow's tracking URI must be set by the caller.
+    """
+    if not name:
+        raise UserError("--name is required")
+    if "/" in name or ":" in name:  # MLflow's rule, checked before anything is logged
+        raise UserError(f"--name {name!r}: a registered model's name cannot contain '/' or ':'")
+    client = MlflowClient()
+    run = _run_or_none(client, run_id)
+    if run_id and run is None:
+        raise UserError(f"no MLflow run {run_id} at {mlflow.get_tracking_uri()}")
+    if checkpoint is None:
+        if run is None:
+            raise UserError("give --checkpoint URL or --run RUN_ID")
+        checkpoint = _checkpoint_of_run(run)
+    loaded = load_generator_from_uri(checkpoint, storage_options=storage_options, official=official)
+    if eval_mode is not None:
+        loaded = LoadedGenerator(loaded.module, loaded.config, eval_mode, loaded.metadata)
+    meta = loaded.metadata
+    if run is None:
+        run = _run_or_none(client, meta.get("source_run_id"))
+
+    # Metrics: given, else measured now on --data, else the checkpoint's epoch, else the run's.
+    if data is not None and not isinstance(data, Location):
+        data = Location.parse(data, storage_options)
+    if val_metrics is None and data is not None:
+        val_metrics = evaluate_model(loaded, data, "val", batch_size=batch_size)
+    if val_metrics is None:
+        val_metrics = meta.get("val_metrics") or _val_metrics_of_run(run)
+    # The fingerprint of the data the model was trained on, as far as it is known.
+    fingerprint = (
+        dataset_fingerprint
+        or meta.get("dataset_fingerprint")
+        or (run.data.tags.get(RUN_FINGERPRINT_TAG) if run is not None else None)
+        or (read_info(data).get("fingerprint") if data is not None else None)
+    )
+    lineage = Lineage(
+        source=checkpoint,
+        source_run_id=run.info.run_id if run is not None else meta.get("source_run_id"),
+        dataset_fingerprint=fingerprint,
+        val_metrics=metric_names(val_metrics),
+    )
+
+    if run is not None:
+        model_uri = log_generator_model(loaded, lineage, run.info.run_id)
+    else:
+        with mlflow.start_run(
+            experiment_id=setup_mlflow(mlflow.get_tracking_uri(), experiment),
+            run_name=f"register-{name}",
+            tags={"pix2pix.verb": "register"},
+            nested=mlflow.active_run() is not None,
+        ) as new_run:
+            model_uri = log_generator_model(loaded, lineage, new_run.info.run_id)
+    return mlflow.register_model(model_uri, name, tags=lineage.tags())
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterOptions:
+    """What to register."""
+
+    name: str | None = option(None, "registered model name", required=True)
+    checkpoint: str | None = option(None, "checkpoint URL (file or folder) or *_net_G.pth")
+    run: str | None = option(None, "MLflow run id of a training run (its checkpoint is used)")
+    data: str | None = option(None, "prepared dataset: evaluate on its val split for the tags")
+    eval: bool | None = option(
+        None, "serve with dropout off, running statistics; unset: as validated"
+    )
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("--name is required")
+        if not self.checkpoint and not self.run:
+            raise ValueError("give --checkpoint URL or --run RUN_ID")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, RegisterOptions, CommonOptions)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts, common = load_options(args, RegisterOptions, CommonOptions)
+    setup_mlflow(common.tracking_uri, common.experiment)
+    mv = register_generator(
+        opts.name,
+        opts.checkpoint,
+        run_id=opts.run,
+        storage_options=common.storage_options,
+        data=opts.data,
+        eval_mode=opts.eval,
+        experiment=common.experiment,
+    )
+    metrics = ", ".join(f"{k}={v}" for k, v in mv.tags.items() if k.startswith("val_"))
+    print(f"registered {mv.name} version {mv.version} ({metrics or 'no val metrics'})")
+    return 0

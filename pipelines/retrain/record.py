@@ -1,0 +1,124 @@
+"""The retrain run's own record: `RUN_FOLDER/retrain.json` and its MLflow parent run.
+
+The two point at each other: the parent run carries the tag `pix2pix.run_folder` (the
+folder's URL), and `retrain.json` records the parent run of every invocation.
+
+One invocation is one MLflow parent run. A rerun after a crash or a failure is the same
+invocation, so it reuses the parent run that the unfinished invocation opened (the
+training run it resumes is that run's child); a run after a finished one (the next
+night's) opens a new parent run.
+
+    retrain.json
+      run_name, run_folder, source
+      invocations: [{parent_run_id, experiment_id, tracking_uri, status, attempts,
+                     started_at, finished_at, steps: {step: ran | skipped}, summary}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pipelines.common.storage import Location
+from pipelines.common.tracking import git_commit, setup_mlflow
+
+RECORD_FILE = "retrain.json"
+RUN_FOLDER_TAG = "pix2pix.run_folder"  # the same tag `pix2pix train` puts on its runs
+RUN_RECORD_TAG = "pix2pix.run_record"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _param(key: str, value: Any):
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
+
+
+class RetrainRecord:
+    """`retrain.json` of one run folder, and the MLflow parent run of the invocation."""
+
+    def __init__(self, run_dir: Location, *, tracking_uri: str, experiment: str):
+        self.run_dir = run_dir
+        self.location = run_dir.join(RECORD_FILE)
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.data: dict[str, Any] = self.location.read_json() if self.location.exists() else {}
+        self.invocation: dict[str, Any] = {}
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.invocation["parent_run_id"]
+
+    def open(self, run_name: str, source: str, params: Mapping[str, Any]) -> str:
+        """Continue the unfinished invocation or start one; returns its parent run id."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        experiment_id = setup_mlflow(self.tracking_uri, self.experiment)
+        client = MlflowClient(self.tracking_uri)
+        invocations = self.data.setdefault("invocations", [])
+        last = invocations[-1] if invocations else None
+        if last and last.get("status") != "done" and last.get("tracking_uri") == self.tracking_uri:
+            try:
+                client.update_run(last["parent_run_id"], status="RUNNING")
+                last.update(status="running", attempts=last.get("attempts", 1) + 1)
+                last.update(finished_at=None, summary=None)
+                self.invocation = last
+                self._write(run_name, source)
+                return self.parent_run_id
+            except MlflowException:
+                pass  # the run is gone from this store: open a new one
+        run = client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={
+                "pix2pix.verb": "retrain",
+                RUN_FOLDER_TAG: self.run_dir.url,
+                RUN_RECORD_TAG: self.location.url,
+                "pix2pix.source": source,
+                "git_commit": git_commit() or "unknown",
+            },
+        )
+        client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in sorted(params.items())])
+        self.invocation = {
+            "parent_run_id": run.info.run_id,
+            "experiment_id": experiment_id,
+            "tracking_uri": self.tracking_uri,
+            "status": "running",
+            "attempts": 1,
+            "started_at": _now(),
+            "finished_at": None,
+            "steps": {},
+            "summary": None,
+        }
+        invocations.append(self.invocation)
+        self._write(run_name, source)
+        return self.parent_run_id
+
+    def step(self, name: str, outcome: str) -> None:
+        """Note a step's outcome (ran | skipped) in the record and on the parent run."""
+        from mlflow import MlflowClient
+
+        self.invocation["steps"][name] = outcome
+        self.location.write_json(self.data)
+        MlflowClient(self.tracking_uri).set_tag(self.parent_run_id, f"step.{name}", outcome)
+
+    def close(self, status: str, summary: str) -> None:
+        """End the invocation: `done` or `failed`, with its one-line summary."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.tracking_uri)
+        client.set_tag(self.parent_run_id, "pix2pix.summary", summary[:5000])
+        status_name = "FINISHED" if status == "done" else "FAILED"
+        client.set_terminated(self.parent_run_id, status=status_name)
+        self.invocation.update(status=status, finished_at=_now(), summary=summary)
+        self.location.write_json(self.data)
+
+    def _write(self, run_name: str, source: str) -> None:
+        self.data.update(run_name=run_name, run_folder=self.run_dir.url, source=source)
+        self.run_dir.makedirs()
+        self.location.write_json(self.data)

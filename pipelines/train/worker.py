@@ -1,0 +1,232 @@
+"""`train_fn_per_worker`: what each Ray Train worker process runs.
+
+    1. build the model on this worker's device; restore the run's latest checkpoint
+       (after a failure or on a rerun), else --resume_from, else start fresh
+    2. wrap G and D in DistributedDataParallel (gloo on CPU, NCCL on GPU)
+    3. each epoch: this worker's shard of train, jittered anew (crop + flip, the same for
+       A and B); validation; one report to Ray Train, with a checkpoint from rank 0
+Rank 0 alone logs to MLflow and prints the progress line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from pipelines.common import checkpoints
+from pipelines.config.options import ModelOptions
+from pipelines.train.epoch_log import EpochLogger, progress_line, sample_grid
+from pipelines.train.faults import maybe_wait_to_be_killed
+from pipelines.train.options import TrainOptions
+from pipelines.train.validation import (
+    load_fid_features,
+    mean_across_ranks,
+    sum_across_ranks,
+    validate,
+)
+from pix2pix_core import Pix2Pix, paired_random_jitter, to_tensor
+from pix2pix_core.memory import retain_freed_memory
+from pix2pix_core.training import LOSS_NAMES
+
+# Pairs held for local shuffling on each worker (on top of a random block order per epoch).
+SHUFFLE_BUFFER = 64
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    from pipelines.common.ray_runtime import quiet_ray_logs
+
+    quiet_ray_logs()
+    retain_freed_memory()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    model_opts = ModelOptions(**config["model"])
+    opts = TrainOptions(**config["options"])
+    device = ray.train.torch.get_device()
+    _setup_device(device, ctx.get_local_world_size())
+
+    # 1. model and where it starts
+    model = Pix2Pix(
+        model_opts.generator_config(),
+        model_opts.discriminator_config(),
+        device,
+        seed=opts.seed,
+        **model_opts.training_config().to_dict(),
+    )
+    start = restore(model, config, ray.train.get_checkpoint())
+    done, step = int(start.get("epoch", 0)), int(start.get("step", 0))
+
+    # 2. data parallelism
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        model.parallelize(lambda m: DistributedDataParallel(m, device_ids=ids))
+
+    # 3. epochs
+    total = model_opts.total_epochs
+    logger = EpochLogger(**config["mlflow"]) if rank == 0 else None
+    if logger:
+        logger.tag_execution(model)
+    if rank == 0 and start.get("from"):
+        _say(f"resuming {config['run_name']} after epoch {done} from {start['from']}")
+    train_shard = ray.train.get_dataset_shard("train")
+    val_pairs = ray.get(config["val_pairs"])
+    fid_features = load_fid_features(opts.fid_weights, config["storage_options"], device)
+    epoch_seconds: list[float] = []
+    for epoch in range(done + 1, total + 1):
+        began = time.perf_counter()
+        losses, images, step = _train_epoch(
+            model, train_shard, opts, config, epoch=epoch, rank=rank, step=step
+        )
+        lr = model.current_lr  # the rate this epoch trained with
+        model.step_schedulers()
+        # Each rank's BatchNorm running statistics drift by its own last forward; give all
+        # ranks rank 0's, so that validation and the checkpoint see the same model.
+        model.sync_buffers()
+        train_s = time.perf_counter() - began
+        val, rows = validate(
+            model,
+            val_pairs,
+            crop_size=opts.crop_size,
+            batch_size=opts.batch_size,
+            eval_mode=opts.eval,
+            rank=rank,
+            world=world,
+            grid_size=opts.grid_size,
+            fid_features=fid_features,
+        )
+        metrics = {
+            "epoch": epoch,
+            "step": step,
+            **mean_across_ranks(losses, device),
+            **val,
+            "images_per_s": sum_across_ranks(images, device) / max(train_s, 1e-9),
+            "lr": lr,
+            "resumed_from_epoch": done,
+        }
+        epoch_seconds.append(time.perf_counter() - began)
+        if logger is not None:
+            logger.log(epoch, metrics, sample_grid(rows))
+            eta = (total - epoch) * sum(epoch_seconds) / len(epoch_seconds)
+            _say(progress_line(epoch, total, metrics, eta))
+        _report(model, metrics, config, opts, epoch=epoch, total=total, rank=rank)
+
+
+def _train_epoch(
+    model: Pix2Pix,
+    shard,
+    opts: TrainOptions,
+    config: dict[str, Any],
+    *,
+    epoch: int,
+    rank: int,
+    step: int,
+) -> tuple[dict[str, float], int, int]:
+    """One pass over this worker's shard: (mean losses, images seen, step count)."""
+    # Crops and flips differ per epoch and per rank, and replay identically after a restart.
+    jitter = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch * 1_009 + rank)
+    sums = dict.fromkeys(LOSS_NAMES, 0.0)
+    batches = images = 0
+    for batch in shard.iter_torch_batches(
+        batch_size=opts.batch_size,
+        device=model.device,
+        local_shuffle_buffer_size=max(SHUFFLE_BUFFER, opts.batch_size),
+        local_shuffle_seed=opts.seed * 1_000_003 + epoch * 1_009 + rank,
+        prefetch_batches=2,
+    ):
+        real_a, real_b = paired_random_jitter(
+            to_tensor(batch["a"]),
+            to_tensor(batch["b"]),
+            opts.crop_size,
+            flip=not opts.no_flip,
+            generator=jitter,
+        )
+        for name, value in model.train_step(real_a, real_b).items():
+            sums[name] += value
+        batches += 1
+        images += real_a.shape[0]
+        step += 1
+        if batches == 1:
+            maybe_wait_to_be_killed(config.get("fault_hook"), epoch=epoch, rank=rank)
+    return {k: v / max(batches, 1) for k, v in sums.items()}, images, step
+
+
+def _report(
+    model: Pix2Pix,
+    metrics: dict[str, Any],
+    config: dict[str, Any],
+    opts: TrainOptions,
+    *,
+    epoch: int,
+    total: int,
+    rank: int,
+) -> None:
+    """Report the epoch to Ray Train (every rank: it is a barrier); rank 0 adds a checkpoint."""
+    import ray.train
+
+    due = epoch % opts.save_epoch_freq == 0 or epoch == total
+    if rank != 0 or not due:
+        ray.train.report(metrics)
+        return
+    extra = {
+        "epoch": epoch,
+        "step": metrics["step"],
+        "metrics": {k: v for k, v in metrics.items() if k not in ("epoch", "step")},
+        "run_name": config["run_name"],
+        "dataset": config["dataset"]["url"],
+        "dataset_fingerprint": config["dataset"]["fingerprint"],
+        "direction": config["dataset"]["direction"],
+        "crop_size": opts.crop_size,
+        "eval_mode": opts.eval,
+        "options": {"model": config["model"], "train": config["options"]},
+    }
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoints.write(directory, model, extra)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(directory),
+            checkpoint_dir_name=checkpoints.dir_name(epoch),
+        )
+
+
+def restore(model: Pix2Pix, config: dict[str, Any], own) -> dict[str, Any]:
+    """Load the state this run continues from: `own` (the run's latest Ray Train checkpoint,
+    after a failure or on a rerun), else --resume_from. Returns the checkpoint's extra
+    (epoch, step, ...) and where it came from; {} for a fresh start."""
+    if own is not None:
+        data, where = checkpoints.read_ray_checkpoint(own), config["run_folder"]
+    elif config["options"].get("resume_from"):
+        where = config["options"]["resume_from"]
+        data = checkpoints.read_url(where, config["storage_options"])
+    else:
+        return {}
+    extra = checkpoints.restore(model, data, where)
+    if own is not None:
+        where = f"{config['run_folder']}/{checkpoints.dir_name(int(extra.get('epoch', 0)))}"
+    return {**extra, "from": where}
+
+
+def _setup_device(device: torch.device, local_workers: int) -> None:
+    """Pin the GPU; or share this node's cores among its workers (Ray's CPU reservation is
+    only a count)."""
+    if device.type == "cuda":
+        # Object collectives under NCCL (the sample grid) use the current device.
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed image sizes: pick the fastest kernels
+        return
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_workers, 1)))
+
+
+def _say(line: str) -> None:
+    # Not print(): Ray Train copies printed lines into its own log, so each would show twice.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

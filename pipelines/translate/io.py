@@ -1,0 +1,161 @@
+"""The task stages of `pix2pix translate`: read + decode before the model, encode + write after.
+
+Both run as Ray Data tasks on numpy batches (no torch here, so task workers start light).
+Images travel between stages as raw uint8 bytes with their shape (`h`, `w`, `c`): plain
+Arrow binary columns, whatever the mix of sizes in a batch. A row that failed carries its
+reason through the model stage untouched, and the write stage records every row, so each
+input ends as an output or as a failure with a reason.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipelines.common.storage import Location
+from pipelines.translate.images import BadImage, decode, encode
+from pipelines.translate.manifest import record, write_part
+
+Batch = dict[str, np.ndarray]
+
+
+def pack(image: np.ndarray) -> tuple[bytes, int, int, int]:
+    return image.tobytes(), *image.shape
+
+
+def unpack(data: bytes, h: int, w: int, c: int) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8).reshape(int(h), int(w), int(c))
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic, as the official test's transforms (uint8 H x W x C)."""
+    if image.shape[:2] == (height, width):
+        return image
+    mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    out = np.asarray(mode_image.resize((width, height), Image.Resampling.BICUBIC))
+    return out[..., None] if out.ndim == 2 else out
+
+
+def _read_all(urls: list[str], options: dict[str, Any]) -> dict[str, bytes | Exception]:
+    """Fetch a batch of files; object stores fetch them concurrently."""
+    by_protocol: dict[str, list[Location]] = defaultdict(list)
+    for url in urls:
+        loc = Location(url, options)
+        by_protocol[loc.protocol].append(loc)
+    out: dict[str, bytes | Exception] = {}
+    for locs in by_protocol.values():
+        fs = locs[0].fs
+        got = fs.cat([loc.path for loc in locs], on_error="return")
+        for loc in locs:
+            out[loc.url] = got.get(loc.path, FileNotFoundError(loc.path))
+    return out
+
+
+@dataclass
+class _Prepared:
+    pixels: np.ndarray  # what the model sees; empty when the input failed
+    alpha: np.ndarray | None = None
+    height: int = 0  # the input's size, which the output gets back
+    width: int = 0
+    reason: str = ""
+    note: str = ""
+
+
+def _prepare(
+    raw: bytes | Exception, *, channels: int, tile: int, mode: str, **decode_args
+) -> _Prepared:
+    empty = np.zeros((0, 0, channels), np.uint8)
+    try:
+        if isinstance(raw, Exception):
+            raise BadImage(f"cannot read: {type(raw).__name__}: {raw}")
+        decoded = decode(raw, channels=channels, **decode_args)
+        height, width = decoded.pixels.shape[:2]
+        resize = mode == "resize" or (mode == "auto" and max(height, width) <= tile)
+        pixels = _resize(decoded.pixels, tile, tile) if resize else decoded.pixels
+        return _Prepared(pixels, decoded.alpha, height, width, note=decoded.note)
+    except BadImage as err:
+        return _Prepared(empty, reason=str(err))
+    except Exception as err:  # a decoder bug must cost one file, not the job
+        return _Prepared(empty, reason=f"cannot decode: {type(err).__name__}: {err}")
+
+
+def read_and_decode(
+    batch: Batch,
+    *,
+    storage_options: dict[str, Any],
+    max_pixels: int,
+    channels: int,
+    side: str,
+    tile: int,
+    mode: str,
+) -> Batch:
+    """`url` -> decoded pixels at the size the model will see, or a reason.
+
+    mode "resize": every image to tile x tile; "tile": every image at full resolution;
+    "auto": images that fit in one tile are resized, larger ones are tiled.
+    """
+    urls = [str(u) for u in batch["url"]]
+    data = _read_all(urls, storage_options)
+    rows = [
+        _prepare(
+            data[url], channels=channels, tile=tile, mode=mode, max_pixels=max_pixels, side=side
+        )
+        for url in urls
+    ]
+    packed = [pack(r.pixels) for r in rows]
+    return {
+        "url": batch["url"],
+        "output": batch["output"],
+        "pixels": np.asarray([p[0] for p in packed], dtype=object),
+        "h": np.asarray([p[1] for p in packed]),
+        "w": np.asarray([p[2] for p in packed]),
+        "c": np.asarray([p[3] for p in packed]),
+        "alpha": np.asarray(
+            [b"" if r.alpha is None else r.alpha.tobytes() for r in rows], dtype=object
+        ),
+        "height": np.asarray([r.height for r in rows]),
+        "width": np.asarray([r.width for r in rows]),
+        "reason": np.asarray([r.reason for r in rows], dtype=object),
+        "note": np.asarray([r.note for r in rows], dtype=object),
+    }
+
+
+def encode_and_write(batch: Batch, *, dst: str, storage_options: dict[str, Any], fmt: str) -> Batch:
+    """Translated pixels -> files under DST, back at the input's size; a manifest part."""
+    records = []
+    for i, url in enumerate(batch["url"]):
+        url, output = str(url), str(batch["output"][i])
+        reason = str(batch["reason"][i])
+        if reason:
+            records.append(record(url, reason=reason))
+            continue
+        try:
+            height, width = int(batch["height"][i]), int(batch["width"][i])
+            image = unpack(batch["pixels"][i], batch["h"][i], batch["w"][i], batch["c"][i])
+            image = _resize(image, height, width)
+            alpha_bytes = batch["alpha"][i]
+            alpha = (
+                np.frombuffer(alpha_bytes, np.uint8).reshape(height, width)
+                if len(alpha_bytes)
+                else None
+            )
+            data, note = encode(image, alpha, fmt)
+            Location(output, storage_options).write_bytes(data)
+        except Exception as err:
+            records.append(
+                record(url, reason=f"cannot write {output}: {type(err).__name__}: {err}")
+            )
+            continue
+        notes = "; ".join(n for n in (str(batch["note"][i]), note) if n)
+        records.append(record(url, output=output, note=notes))
+    # After the outputs: a record "done" always means the output is complete.
+    write_part(Location(dst, storage_options), records)
+    return {
+        "url": np.asarray([r["input"] for r in records], dtype=object),
+        "status": np.asarray([r["status"] for r in records], dtype=object),
+        "reason": np.asarray([r["reason"] or "" for r in records], dtype=object),
+    }
