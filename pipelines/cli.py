@@ -11,6 +11,7 @@ import difflib
 import importlib
 import os
 import sys
+import types
 from importlib import metadata
 
 from pipelines.common.errors import UserError
@@ -70,6 +71,15 @@ def _unknown_verb(verb: str) -> str:
     return f"unknown verb {verb!r}; {hint}choose one of: {', '.join(VERBS)}"
 
 
+def verb_parser(verb: str) -> tuple[types.ModuleType, argparse.ArgumentParser]:
+    """The verb's module and its argument parser (what `pix2pix VERB --help` shows)."""
+    module_name, description = VERBS[verb]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"pix2pix {verb}", description=description)
+    module.add_arguments(parser)
+    return module, parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
@@ -82,13 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         top.error(_unknown_verb(verb))
-    module_name, description = VERBS[verb]
     if not sys.stdout.isatty():
         # In a log file a progress bar is one long line of carriage returns.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"pix2pix {verb}", description=description)
-    module.add_arguments(parser)
+    module, parser = verb_parser(verb)
     args = parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
