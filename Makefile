@@ -35,6 +35,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The flag tables in docs/*.md, regenerated from the code (tests/test_docs.py checks them).
+.PHONY: docs
+docs: $(STAMP)
+	$(PY) -m pipelines.config.flag_tables
+
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
