@@ -1,7 +1,8 @@
 """A zoo of image files that batch jobs must survive.
 
 `bad_files()`: inputs no job can use; each must end as a recorded failure with a reason.
-`odd_files()`: usable images in unusual modes; each must be converted to RGB, with a note.
+`odd_files()`: usable images in unusual modes; each must be converted to RGB, with a note,
+and to the same pixels by every job.
 
 Everything is made in memory from small images, so it is fast and needs no fixtures.
 """
@@ -93,9 +94,18 @@ def _cmyk_jpeg() -> bytes:
 
 
 def _gray16_png() -> bytes:
-    """16-bit grayscale: Pillow opens it as mode I;16 (values up to 65535)."""
-    ramp = (_photo()[..., 0].astype(np.uint16) * 257).astype(np.uint16)
+    """16-bit grayscale: Pillow opens it as mode I;16 (values up to 65535). A ramp over the
+    whole range with 2,048 levels, most of them between two 8-bit ones."""
+    y, x = np.mgrid[0:32, 0:64]
+    ramp = ((x * 32 + y) * 65535 // (64 * 32 - 1)).astype(np.uint16)
     return _encode(Image.fromarray(ramp), "PNG")
+
+
+def _float_tiff(scale: float) -> bytes:
+    """32-bit float grayscale (mode F), the ramp in 0..scale, one pixel NaN."""
+    ramp = _photo()[..., 0].astype(np.float32) * np.float32(scale / 255)
+    ramp[5, 40] = np.nan
+    return _encode(Image.fromarray(ramp, "F"), "TIFF")
 
 
 def odd_files() -> dict[str, bytes]:
@@ -114,4 +124,8 @@ def odd_files() -> dict[str, bytes]:
         "cmyk.jpg": _cmyk_jpeg(),
         # 16-bit grayscale PNG (mode I;16), as scientific and depth images often are
         "gray16.png": _gray16_png(),
+        # 32-bit float TIFFs (mode F), as HDR and scientific pipelines write them:
+        # values in 0..1, and values in 0..255
+        "float01.tif": _float_tiff(1.0),
+        "float255.tif": _float_tiff(255.0),
     }

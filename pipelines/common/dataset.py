@@ -9,20 +9,19 @@
       test/*.parquet        (only if the source has a test split)
 
 Images are stored losslessly encoded (uncompressed TIFF; the Parquet column is LZ4
-compressed) at `load_size`; `decode_image` reads any format Pillow reads. The random crop to
-`crop_size` and the flip happen at training time, anew each epoch.
+compressed) at `load_size`; `images.decode_stored` reads any format Pillow reads. The random
+crop to `crop_size` and the flip happen at training time, anew each epoch.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from pipelines.common.errors import UserError
+from pipelines.common.images import decode_stored
 from pipelines.common.storage import Location
 
 SCHEMA_VERSION = 1
@@ -67,18 +66,12 @@ def read_info(dst: Location) -> dict[str, Any]:
     return info
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Stored image bytes -> uint8 H x W x 3."""
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
-
-
 def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A Ray Data batch of encoded pairs -> `key`, `a`, `b` (uint8 N x H x W x 3)."""
     return {
         "key": batch["key"],
-        "a": np.stack([decode_image(x) for x in batch["a"]]),
-        "b": np.stack([decode_image(x) for x in batch["b"]]),
+        "a": np.stack([decode_stored(x) for x in batch["a"]]),
+        "b": np.stack([decode_stored(x) for x in batch["b"]]),
     }
 
 

@@ -29,12 +29,12 @@ from pipelines.common.dataset import (
     SPLITS,
 )
 from pipelines.common.errors import UserError
+from pipelines.common.images import DEFAULT_MAX_PIXELS
 from pipelines.common.progress import progress_for_logs
 from pipelines.common.storage import Location
 from pipelines.common.text import count
 from pipelines.config.options import CommonOptions, RayOptions, add_options, load_options, option
 from pipelines.prepare.pairs import (
-    DEFAULT_MAX_PIXELS,
     IMAGE_FORMAT,
     PARQUET_COMPRESSION,
     RESULT_SCHEMA,

@@ -1,8 +1,8 @@
 """One input -> one prepared pair, or a reason it cannot be used. Runs inside Ray tasks.
 
-Decode with Pillow (EXIF orientation applied), convert any mode to 8-bit RGB with a note,
-split an aligned A|B image, resize each side to load_size x load_size (bicubic, as the
-official code), and encode losslessly.
+Decoding, mode conversion, the A|B split and the resize are `pipelines.common.images`'s,
+the same as translate's, so a model is served the pixels it was trained on. Each side is
+resized to load_size x load_size and encoded losslessly.
 
 Encoding is most of the cost: Pillow's PNG encoder always runs its per-row filter search
 (4-5 ms of CPU per 286 px image even at compress_level=0, 25-47 ms at the default level),
@@ -17,28 +17,17 @@ benchmarks/bench_prepare.py; the README has the numbers.
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from pipelines.common.dataset import PAIR_SCHEMA
-from pipelines.common.image_formats import sniff_format
+from pipelines.common.images import BadImage, Picture, decode, encode, resize, split_aligned
 from pipelines.common.storage import Location
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 IMAGE_FORMAT = "TIFF"  # uncompressed: the Parquet column is compressed instead
 PARQUET_COMPRESSION = "lz4"
-# Each half of an aligned image is one picture; official datasets have square halves.
-# Wider than 1.8:1 either way is more likely a single photo or a strip than an A|B pair.
-MAX_HALF_ASPECT = 1.8
-DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 # What each of the work table's rows says (built by prepare_sources, read here).
 WORK_SCHEMA = pa.schema(
@@ -60,28 +49,8 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 
-_MODE_NAMES = {
-    "1": "1-bit black and white",
-    "L": "grayscale",
-    "LA": "grayscale with alpha (alpha dropped)",
-    "P": "palette",
-    "PA": "palette with alpha (alpha dropped)",
-    "RGBA": "RGBA (alpha dropped)",
-    "RGBX": "RGBX",
-    "CMYK": "CMYK",
-    "YCbCr": "YCbCr",
-    "LAB": "Lab",
-    "HSV": "HSV",
-    "I": "32-bit integer (read as 16-bit)",
-    "I;16": "16-bit grayscale",
-    "I;16L": "16-bit grayscale",
-    "I;16B": "16-bit grayscale",
-    "I;16N": "16-bit grayscale",
-    "F": "32-bit float (clipped to 0-255)",
-}
 
-
-class BadInput(Exception):
+class BadInput(BadImage):
     """An input that cannot be used; the message is the reason a person reads.
 
     `side` is "B" when the B file of a separate pair is the one at fault.
@@ -92,126 +61,12 @@ class BadInput(Exception):
         self.side = side
 
 
-# -- decoding ---------------------------------------------------------------------------
+def _stored(picture: Picture, load_size: int) -> bytes:
+    return encode(resize(picture.pixels, load_size, load_size), IMAGE_FORMAT)[0]
 
 
-@contextmanager
-def pixel_limit(max_pixels: int) -> Iterator[None]:
-    """Let Pillow open images up to `max_pixels` (we refuse bigger ones ourselves)."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max(max_pixels, DEFAULT_MAX_PIXELS)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
-def _unidentified(data: bytes) -> BadInput:
-    fmt = sniff_format(data)
-    if fmt:
-        return BadInput(f"corrupt {fmt} file: Pillow cannot read its header")
-    return BadInput(f"not an image: Pillow does not recognise the format (starts {data[:12]!r})")
-
-
-def open_image(
-    data: bytes, *, max_pixels: int, min_side: int = 0
-) -> tuple[Image.Image, tuple[int, int]]:
-    """Bytes -> (loaded upright Pillow image, its full size as shown), or BadInput.
-
-    `min_side`: JPEGs much larger than this are decoded at a reduced scale (DCT scaling,
-    1/2 to 1/8), never below `min_side` on either side: the resize would discard those
-    pixels anyway. Only when both sides divide by 16, so the scaled image is exactly the
-    full one shrunk and an A|B split stays on the seam; checks use the full size.
-    """
-    if not data:
-        raise BadInput("empty file (0 bytes)")
-    try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise BadInput(_too_many_pixels(data, max_pixels)) from None
-    except UnidentifiedImageError:
-        raise _unidentified(data) from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise BadInput(f"corrupt image: {err}") from None
-    width, height = img.size
-    if width * height > max_pixels:
-        raise BadInput(_too_many_pixels(data, max_pixels, img.size))
-    if min_side and img.format == "JPEG" and width % 16 == 0 and height % 16 == 0:
-        img.draft(None, (min_side, min_side))
-    try:
-        img.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise BadInput(f"truncated or corrupt {img.format or 'image'} data: {err}") from None
-    return _upright(img, (width, height))
-
-
-def _too_many_pixels(data: bytes, limit: int, size: tuple[int, int] | None = None) -> str:
-    if size is None and data.startswith(b"\x89PNG") and len(data) >= 24:
-        size = (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"))
-    claimed = f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels"
-    return (
-        f"{claimed}, over the limit of {limit:,} (a decompression bomb?); "
-        "raise --max_pixels if the image is genuine"
-    )
-
-
-def _upright(img: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:
-    """Apply the EXIF orientation, so pixels are as a viewer shows them."""
-    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-    if orientation in (None, 1):
-        return img, size
-    turned = orientation in (5, 6, 7, 8)  # these swap width and height
-    return ImageOps.exif_transpose(img), (size[::-1] if turned else size)
-
-
-def to_rgb(img: Image.Image) -> tuple[Image.Image, str]:
-    """8-bit RGB, and a note naming the conversion ("" when it was RGB already)."""
-    mode = img.mode
-    if mode == "RGB":
-        return img, ""
-    note = f"converted from {_MODE_NAMES.get(mode, mode)}"
-    if mode.startswith("I"):
-        # Pillow's convert() clips 16-bit values at 255; scale the range instead.
-        wide = np.asarray(img).astype(np.int64)
-        gray = (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB"), note
-    if mode == "F":
-        gray = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB"), note
-    return img.convert("RGB"), note
-
-
-def split_aligned(img: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
-    """An aligned image -> its left (A) and right (B) halves. `size`: its full size (`img`
-    may be a reduced-scale decode of it)."""
-    width, height = size
-    if width % 2:
-        raise BadInput(
-            f"width {width} is odd: an aligned image is A and B side by side, "
-            "two halves of equal width"
-        )
-    half = width // 2
-    if not 1 / MAX_HALF_ASPECT <= half / height <= MAX_HALF_ASPECT:
-        raise BadInput(
-            f"{width} x {height} is an implausible shape for an aligned A|B image "
-            f"(each half would be {half} x {height}); is it a single picture?"
-        )
-    w, h = img.size
-    return img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
-
-
-def encode_image(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=IMAGE_FORMAT)
-    return buf.getvalue()
-
-
-def _resize(img: Image.Image, load_size: int) -> Image.Image:
-    if img.size == (load_size, load_size):
-        return img
-    return img.resize((load_size, load_size), Image.Resampling.BICUBIC)
+def _note(picture: Picture) -> str:
+    return picture.note + (" (alpha dropped)" if picture.alpha is not None else "")
 
 
 # -- one input --------------------------------------------------------------------------
@@ -221,41 +76,38 @@ def prepare_aligned(
     data: bytes, *, load_size: int, direction: str, max_pixels: int
 ) -> tuple[bytes, bytes, str]:
     """An A|B image -> (a, b, note), `a` being the model's input for `direction`."""
-    img, size = open_image(data, max_pixels=max_pixels, min_side=2 * load_size)
-    img, note = to_rgb(img)
-    left, right = split_aligned(img, size)
+    try:
+        # Each half is resized to load_size: the whole may be decoded down to twice that.
+        picture = decode(data, max_pixels=max_pixels, min_side=2 * load_size)
+        left, right = split_aligned(picture)
+    except BadImage as err:
+        raise BadInput(str(err)) from None
     if direction == "BtoA":
         left, right = right, left
-    return encode_image(_resize(left, load_size)), encode_image(_resize(right, load_size)), note
+    return _stored(left, load_size), _stored(right, load_size), _note(picture)
 
 
 def prepare_pair(
     data_a: bytes, data_b: bytes, *, load_size: int, direction: str, max_pixels: int
 ) -> tuple[bytes, bytes, str]:
     """Separate A and B images -> (a, b, note). Both sides must have the same size."""
-    sides, sizes, notes = {}, {}, []
+    sides, notes = {}, []
     for name, data in (("A", data_a), ("B", data_b)):
         try:
-            img, sizes[name] = open_image(data, max_pixels=max_pixels, min_side=load_size)
-        except BadInput as err:
+            sides[name] = decode(data, max_pixels=max_pixels, min_side=load_size)
+        except BadImage as err:
             raise BadInput(f"{name}: {err}", side=name) from None
-        sides[name], note = to_rgb(img)
-        if note:
+        if note := _note(sides[name]):
             notes.append(f"{name} {note}")
-    size_a, size_b = sizes["A"], sizes["B"]  # full sizes: one side may be a scaled decode
-    if size_a != size_b:
+    a, b = sides["A"], sides["B"]
+    if a.size != b.size:  # full sizes: one side may be a reduced-scale decode
         raise BadInput(
-            f"A is {size_a[0]} x {size_a[1]} but B is {size_b[0]} x {size_b[1]}; "
+            f"A is {a.size[0]} x {a.size[1]} but B is {b.size[0]} x {b.size[1]}; "
             "a pair must have the same size"
         )
-    a, b = sides["A"], sides["B"]
     if direction == "BtoA":
         a, b = b, a
-    return (
-        encode_image(_resize(a, load_size)),
-        encode_image(_resize(b, load_size)),
-        "; ".join(notes),
-    )
+    return _stored(a, load_size), _stored(b, load_size), "; ".join(notes)
 
 
 # -- one Ray Data batch -----------------------------------------------------------------
@@ -323,39 +175,38 @@ def process_batch(
     data = read_all(urls, src_options)
     by_split: dict[str, list[dict]] = {}
     results = []
-    with pixel_limit(max_pixels):
-        for row in rows:
-            reason, note, url = None, "", row["a_url"]
-            try:
-                a, b, note = _prepare_row(row, data, load_size, direction, max_pixels)
-            except BadInput as err:
-                reason = str(err)
-                url = row["b_url"] if err.side == "B" else url
-            except Exception as err:  # a decoder bug must not end the job: record it
-                reason = f"could not decode: {type(err).__name__}: {err}"
-            else:
-                by_split.setdefault(row["split"], []).append(
-                    {
-                        "key": row["key"],
-                        "split": row["split"],
-                        "a": a,
-                        "b": b,
-                        "width": load_size,
-                        "height": load_size,
-                        "a_url": row["a_url"],
-                        "b_url": row["b_url"] or row["a_url"],
-                        "note": note,
-                    }
-                )
-            results.append(
+    for row in rows:
+        reason, note, url = None, "", row["a_url"]
+        try:
+            a, b, note = _prepare_row(row, data, load_size, direction, max_pixels)
+        except BadInput as err:
+            reason = str(err)
+            url = row["b_url"] if err.side == "B" else url
+        except Exception as err:  # a decoder bug must not end the job: record it
+            reason = f"could not decode: {type(err).__name__}: {err}"
+        else:
+            by_split.setdefault(row["split"], []).append(
                 {
                     "key": row["key"],
                     "split": row["split"],
-                    "url": url,
-                    "reason": reason,
+                    "a": a,
+                    "b": b,
+                    "width": load_size,
+                    "height": load_size,
+                    "a_url": row["a_url"],
+                    "b_url": row["b_url"] or row["a_url"],
                     "note": note,
                 }
             )
+        results.append(
+            {
+                "key": row["key"],
+                "split": row["split"],
+                "url": url,
+                "reason": reason,
+                "note": note,
+            }
+        )
     for split, split_rows in by_split.items():
         write_shard(split_rows, dst, split)
     return pa.Table.from_pylist(results, schema=RESULT_SCHEMA)

@@ -25,8 +25,9 @@ import pyarrow.parquet as pq
 
 from pipelines.common.dataset import SPLITS
 from pipelines.common.errors import UserError
+from pipelines.common.images import IMAGE_EXTENSIONS
 from pipelines.common.storage import Location
-from pipelines.prepare.pairs import IMAGE_EXTENSIONS, WORK_SCHEMA
+from pipelines.prepare.pairs import WORK_SCHEMA
 
 LAYOUTS = ("aligned", "folders", "manifest")
 MANIFEST_EXTENSIONS = (".csv", ".parquet")

@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import torch
 
-from pipelines.common.dataset import decode_image, split_location
+from pipelines.common.dataset import split_location
+from pipelines.common.images import decode_stored as decode_image
 from pipelines.common.storage import Location
 from pix2pix_core import ImageMetrics, Pix2Pix, resize, to_tensor, to_uint8
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from pipelines.common.images import BadImage, Picture, decode, encode, resize, split_aligned
 from pipelines.common.storage import Location
-from pipelines.translate.images import BadImage, decode, encode
 from pipelines.translate.manifest import record, write_part
 
 Batch = dict[str, np.ndarray]
@@ -29,15 +28,6 @@ def pack(image: np.ndarray) -> tuple[bytes, int, int, int]:
 
 def unpack(data: bytes, h: int, w: int, c: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(int(h), int(w), int(c))
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bicubic, as the official test's transforms (uint8 H x W x C)."""
-    if image.shape[:2] == (height, width):
-        return image
-    mode_image = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    out = np.asarray(mode_image.resize((width, height), Image.Resampling.BICUBIC))
-    return out[..., None] if out.ndim == 2 else out
 
 
 def _read_all(urls: list[str], options: dict[str, Any]) -> dict[str, bytes | Exception]:
@@ -65,18 +55,37 @@ class _Prepared:
     note: str = ""
 
 
-def _prepare(
-    raw: bytes | Exception, *, channels: int, tile: int, mode: str, **decode_args
-) -> _Prepared:
+def model_input(
+    data: bytes, *, channels: int, side: str, tile: int, mode: str, max_pixels: int
+) -> tuple[np.ndarray, Picture]:
+    """One file -> (the pixels the model is given, the picture they come from: its size and
+    alpha are the output's), or BadImage.
+
+    The rule is prepare's, so that an image resized to the model's size gets the pixels
+    training saw: the same decode, split and resize, and a reduced-scale JPEG decode
+    requested exactly as prepare requests it (twice the side for a half of an A|B image).
+    Only when every image is resized: in auto mode an image that fits one tile is too
+    small for a reduced decode anyway, and larger ones are tiled at full resolution.
+    """
+    halves = side in ("A", "B")
+    min_side = (2 * tile if halves else tile) if mode == "resize" else 0
+    picture = decode(data, max_pixels=max_pixels, channels=channels, min_side=min_side)
+    if halves:
+        left, right = split_aligned(picture)
+        picture = left if side == "A" else right
+    width, height = picture.size
+    fits = mode == "resize" or (mode == "auto" and max(height, width) <= tile)
+    return (resize(picture.pixels, tile, tile) if fits else picture.pixels), picture
+
+
+def _prepare(raw: bytes | Exception, *, channels: int, **input_args) -> _Prepared:
     empty = np.zeros((0, 0, channels), np.uint8)
     try:
         if isinstance(raw, Exception):
             raise BadImage(f"cannot read: {type(raw).__name__}: {raw}")
-        decoded = decode(raw, channels=channels, **decode_args)
-        height, width = decoded.pixels.shape[:2]
-        resize = mode == "resize" or (mode == "auto" and max(height, width) <= tile)
-        pixels = _resize(decoded.pixels, tile, tile) if resize else decoded.pixels
-        return _Prepared(pixels, decoded.alpha, height, width, note=decoded.note)
+        pixels, picture = model_input(raw, channels=channels, **input_args)
+        width, height = picture.size  # the full size (only alpha-less JPEGs decode smaller)
+        return _Prepared(pixels, picture.alpha, height, width, note=picture.note)
     except BadImage as err:
         return _Prepared(empty, reason=str(err))
     except Exception as err:  # a decoder bug must cost one file, not the job
@@ -136,14 +145,14 @@ def encode_and_write(batch: Batch, *, dst: str, storage_options: dict[str, Any],
         try:
             height, width = int(batch["height"][i]), int(batch["width"][i])
             image = unpack(batch["pixels"][i], batch["h"][i], batch["w"][i], batch["c"][i])
-            image = _resize(image, height, width)
+            image = resize(image, height, width)
             alpha_bytes = batch["alpha"][i]
             alpha = (
                 np.frombuffer(alpha_bytes, np.uint8).reshape(height, width)
                 if len(alpha_bytes)
                 else None
             )
-            data, note = encode(image, alpha, fmt)
+            data, note = encode(image, fmt, alpha)
             Location(output, storage_options).write_bytes(data)
         except Exception as err:
             records.append(

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.common.errors import UserError
+from pipelines.common.images import DEFAULT_MAX_PIXELS
+from pipelines.common.images import OUTPUT_FORMATS as FORMATS
 from pipelines.common.progress import progress_for_logs
 from pipelines.common.storage import Location
 from pipelines.common.text import count, plural
@@ -39,11 +41,9 @@ from pipelines.config.options import (
     load_options,
     option,
 )
-from pipelines.translate.images import FORMATS
 
 SIDES = ("A", "B", "full")
 IO_PLACES = ("auto", "tasks", "actor")
-DEFAULT_MAX_PIXELS = 2**26  # 8192 x 8192; tiles make the model's memory independent of it
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,8 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pipelines.common.errors import UserError
+from pipelines.common.images import IMAGE_EXTENSIONS
 from pipelines.common.storage import Location
-from pipelines.translate.images import IMAGE_EXTENSIONS
 from pipelines.translate.manifest import MANIFEST_DIR
 
 LIST_EXTENSIONS = (".txt", ".lst", ".csv")

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from pipelines.common.dataset import decode_image
-from pipelines.prepare.pairs import (
-    DEFAULT_MAX_PIXELS,
-    BadInput,
-    pixel_limit,
-    prepare_aligned,
-    prepare_pair,
-)
+from pipelines.common.images import DEFAULT_MAX_PIXELS, decode_stored
+from pipelines.prepare.pairs import BadInput, prepare_aligned, prepare_pair
 from tests.bad_inputs import bad_files, odd_files
 
 OPTS = {"load_size": 32, "direction": "AtoB", "max_pixels": DEFAULT_MAX_PIXELS}
@@ -46,7 +40,7 @@ def _two_colours(width: int = 64, height: int = 32) -> np.ndarray:
 @pytest.mark.parametrize("name", sorted(EXPECTED_REASONS))
 def test_every_bad_file_is_refused_with_a_reason(name):
     assert set(bad_files()) == set(EXPECTED_REASONS)
-    with pixel_limit(DEFAULT_MAX_PIXELS), pytest.raises(BadInput, match=EXPECTED_REASONS[name]):
+    with pytest.raises(BadInput, match=EXPECTED_REASONS[name]):
         prepare_aligned(bad_files()[name], **OPTS)
 
 
@@ -55,7 +49,7 @@ def test_unusual_modes_become_rgb_with_a_note(name):
     a, b, note = prepare_aligned(odd_files()[name], **OPTS)
     assert note.startswith("converted from")
     for side in (a, b):
-        pixels = decode_image(side)
+        pixels = decode_stored(side)
         assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
 
 
@@ -64,9 +58,17 @@ def test_16_bit_is_scaled_not_clipped():
     assert note == "converted from 16-bit grayscale"
     # The source is a horizontal ramp over the full 16-bit range: clipping at 255 would
     # make nearly every pixel white; scaling keeps the ramp.
-    left = decode_image(a)[..., 0]
+    left = decode_stored(a)[..., 0]
     assert left.min() < 20 and 100 < left.max() < 160
     assert np.all(np.diff(left[0].astype(int)) >= 0)
+
+
+def test_notes_name_the_side_and_the_dropped_alpha():
+    _, _, note = prepare_aligned(odd_files()["rgba.png"], **OPTS)
+    assert note == "converted from RGBA (alpha dropped)"
+    gray, cmyk = odd_files()["gray.png"], odd_files()["cmyk.jpg"]
+    _, _, note = prepare_pair(gray, cmyk, **OPTS)
+    assert note == "A converted from grayscale; B converted from CMYK"
 
 
 def test_exif_orientation_is_applied():
@@ -75,15 +77,15 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6  # "rotate 90 degrees clockwise to display"
     a, b, _ = prepare_aligned(_png(stored, exif=exif), **OPTS)
-    assert decode_image(a)[..., 0].mean() > 250  # A is red
-    assert decode_image(b)[..., 2].mean() > 250  # B is blue
+    assert decode_stored(a)[..., 0].mean() > 250  # A is red
+    assert decode_stored(b)[..., 2].mean() > 250  # B is blue
 
 
 def test_direction_swaps_input_and_target():
     data = _png(_two_colours())
     a, b, _ = prepare_aligned(data, **{**OPTS, "direction": "BtoA"})
-    assert decode_image(a)[..., 2].mean() > 250  # the input is now the right (blue) half
-    assert decode_image(b)[..., 0].mean() > 250
+    assert decode_stored(a)[..., 2].mean() > 250  # the input is now the right (blue) half
+    assert decode_stored(b)[..., 0].mean() > 250
 
 
 @pytest.mark.parametrize(
@@ -111,7 +113,7 @@ def test_a_bad_b_side_is_named():
 
 def test_max_pixels_is_a_limit_of_our_own():
     data = _png(_two_colours())  # 2,048 pixels
-    with pixel_limit(1000), pytest.raises(BadInput, match="over the limit of 1,000"):
+    with pytest.raises(BadInput, match="over the limit of 1,000"):
         prepare_aligned(data, **{**OPTS, "max_pixels": 1000})
 
 
@@ -124,9 +126,9 @@ def _jpeg(array: np.ndarray) -> bytes:
 def test_large_jpegs_decoded_at_reduced_scale_keep_the_seam_and_the_size_check():
     # 1024 x 512 A|B at load_size 32: decoded at 1/8 scale; the split is still on the seam.
     a, b, _ = prepare_aligned(_jpeg(_two_colours(1024, 512)), **OPTS)
-    assert decode_image(a)[..., 0].mean() > 245 and decode_image(a)[..., 2].mean() < 10
-    assert decode_image(b)[..., 2].mean() > 245 and decode_image(b)[..., 0].mean() < 10
+    assert decode_stored(a)[..., 0].mean() > 245 and decode_stored(a)[..., 2].mean() < 10
+    assert decode_stored(b)[..., 2].mean() > 245 and decode_stored(b)[..., 0].mean() < 10
     # A JPEG (decoded small) and a PNG of the same full size are a valid pair.
     photo = np.full((704, 704, 3), 90, np.uint8)
     a, b, _ = prepare_pair(_jpeg(photo), _png(photo), **OPTS)
-    assert decode_image(a).shape == decode_image(b).shape == (32, 32, 3)
+    assert decode_stored(a).shape == decode_stored(b).shape == (32, 32, 3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 import time
 
@@ -12,18 +11,17 @@ import torch
 from PIL import Image
 
 from pipelines.common.errors import UserError
+from pipelines.common.images import BadImage
 from pipelines.common.progress import ProgressLine
 from pipelines.common.storage import Location
 from pipelines.demo.sample_data import encode
 from pipelines.translate.actors import Runtime, Translator, prepare_generator
-from pipelines.translate.images import BadImage, decode
-from pipelines.translate.images import encode as encode_output
+from pipelines.translate.io import model_input, read_and_decode
 from pipelines.translate.job import Counts
 from pipelines.translate.manifest import check_job, compact, read_state, record, write_part
 from pipelines.translate.paths import list_inputs, plan, safe_relative
 from pix2pix_core import GeneratorConfig, build_generator
 from pix2pix_core.precision import native_bf16
-from tests.bad_inputs import bad_files, odd_files
 
 # -- where outputs go -----------------------------------------------------------------------
 
@@ -123,50 +121,41 @@ def test_the_summary_line_agrees_in_number():
 # -- images ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(bad_files()))
-def test_each_bad_file_gets_a_reason(name):
-    with pytest.raises(BadImage) as err:
-        decode(bad_files()[name], max_pixels=10_000_000)
-    assert len(str(err.value)) > 10
+# The decoder itself: tests/pipelines/test_images.py, with the pixels prepare stores.
 
 
-def test_the_pixel_limit_is_checked_before_decoding():
-    data = encode(np.zeros((40, 50, 3), np.uint8))
-    with pytest.raises(BadImage, match="2,000 pixels, over the limit of 1,999"):
-        decode(data, max_pixels=1999)
-
-
-@pytest.mark.parametrize("name", sorted(odd_files()))
-def test_odd_modes_become_8_bit_rgb(name):
-    decoded = decode(odd_files()[name], max_pixels=10_000_000)
-    assert decoded.pixels.dtype == np.uint8
-    assert decoded.pixels.shape == (32, 64, 3)
-    assert decoded.note
-    assert (decoded.alpha is not None) == (name == "rgba.png")
-
-
-def test_16_bit_is_scaled_not_clipped():
-    decoded = decode(odd_files()["gray16.png"], max_pixels=10_000_000)
-    reference = np.asarray(Image.open(io.BytesIO(odd_files()["gray16.png"])))
-    np.testing.assert_allclose(decoded.pixels[..., 0], reference / 257, atol=0.51)
-
-
-def test_alpha_is_reattached_to_png_and_reported_for_jpg():
-    decoded = decode(odd_files()["rgba.png"], max_pixels=10_000_000)
-    data, note = encode_output(decoded.pixels, decoded.alpha, "png")
-    with Image.open(io.BytesIO(data)) as img:
-        assert img.mode == "RGBA"
-        assert np.array_equal(np.asarray(img.getchannel("A")), decoded.alpha)
-    _, note = encode_output(decoded.pixels, decoded.alpha, "jpg")
-    assert "alpha dropped" in note
+def _input(data: bytes, side: str = "full", mode: str = "tile", tile: int = 32):
+    return model_input(data, channels=3, side=side, tile=tile, mode=mode, max_pixels=1000)
 
 
 def test_input_side_picks_a_half_of_an_aligned_pair():
     pair = np.concatenate([np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)], 1)
     data = encode(pair)
-    assert decode(data, max_pixels=1000, side="A").pixels.max() == 0
-    assert decode(data, max_pixels=1000, side="B").pixels.min() == 255
-    assert decode(data, max_pixels=1000).pixels.shape == (8, 16, 3)
+    assert _input(data, side="A")[0].max() == 0
+    assert _input(data, side="B")[0].min() == 255
+    assert _input(data)[0].shape == (8, 16, 3)
+    with pytest.raises(BadImage, match="width 15 is odd"):
+        _input(encode(pair[:, :15]), side="A")
+
+
+def test_images_that_fit_a_tile_are_resized_in_auto_mode_and_larger_ones_kept():
+    data = encode(np.zeros((24, 40, 3), np.uint8))
+    assert _input(data, mode="auto", tile=40)[0].shape == (40, 40, 3)
+    pixels, picture = _input(data, mode="auto", tile=32)
+    assert pixels.shape == (24, 40, 3) and picture.size == (40, 24)
+    assert _input(data, mode="resize", tile=32)[0].shape == (32, 32, 3)
+
+
+def test_a_reduced_scale_decode_still_gives_the_output_the_inputs_full_size(tmp_path):
+    Image.fromarray(np.full((512, 1024, 3), 90, np.uint8)).save(tmp_path / "ab.jpg")
+    url = Location.parse(str(tmp_path / "ab.jpg")).url
+    batch = {"url": np.asarray([url], object), "output": np.asarray([url + ".png"], object)}
+    out = read_and_decode(
+        batch, storage_options={}, max_pixels=10**6, channels=3, side="A", tile=32, mode="resize"
+    )
+    assert out["reason"][0] == ""
+    assert (out["h"][0], out["w"][0]) == (32, 32)
+    assert (out["height"][0], out["width"][0]) == (512, 512)  # the half, at its full size
 
 
 # -- manifest -------------------------------------------------------------------------------
