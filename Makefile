@@ -38,7 +38,7 @@ format: $(STAMP)
 # The flag tables in docs/*.md, regenerated from the code (tests/test_docs.py checks them).
 .PHONY: docs
 docs: $(STAMP)
-	$(PY) -m pipelines.config.flag_tables
+	$(PY) -m pipelines.flag_tables
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.common.storage import Location
 from pipelines.demo.sample_data import make_pairs, write_dataset
-from pipelines.prepare.job import PrepareSummary, prepare_dataset
+from pipelines.prepare import PrepareOptions, PrepareSummary, prepare
 from pipelines.prepare.pairs import IMAGE_FORMAT, PARQUET_COMPRESSION
 
 LOAD_SIZE = 286
@@ -167,7 +167,7 @@ def start_ray(cpus: int, attempts: int = 3) -> None:
 def timed_prepare(src: Location, dst: Location) -> tuple[PrepareSummary, float, dict]:
     """(summary, wall seconds, CPU seconds by role) of one prepare run."""
     started, cpu_before = time.perf_counter(), session_cpu_seconds(os.getpid())
-    summary = prepare_dataset(src, dst, load_size=LOAD_SIZE)
+    summary = prepare(src, dst, PrepareOptions(load_size=LOAD_SIZE))
     wall, cpu_after = time.perf_counter() - started, session_cpu_seconds(os.getpid())
     settle(os.getpid())
     return summary, wall, {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
@@ -198,7 +198,7 @@ def main() -> int:
 
         before = plain_loop(Path(src.path), root / "plain1")
         start_ray(args.cpus)
-        prepare_dataset(warm, Location.parse(str(root / "warm_out")), val_fraction=0)
+        prepare(warm, Location.parse(str(root / "warm_out")), PrepareOptions(val_fraction=0))
         settle(os.getpid())
         load = os.getloadavg()[0]
         runs = [timed_prepare(src, Location.parse(str(root / f"out{i}"))) for i in range(2)]

@@ -29,24 +29,24 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipelines.common.storage import Location
-from pipelines.config.options import CommonOptions, ModelOptions
-from pipelines.train.options import TrainOptions
+from pipelines.config.groups import CommonOptions
+from pipelines.train import TrainConfig, train
 from pix2pix_core import Pix2Pix
 from pix2pix_core.memory import retain_freed_memory
 
 CROP, LOAD = 256, 286
 
 
-def bare_step(model: ModelOptions, batch: int, steps: int) -> float:
+def bare_step(cfg: TrainConfig, batch: int, steps: int) -> float:
     """Images/s of `train_step` on random 256 x 256 batches (after one warm-up step), with
     freed memory kept as in the training workers."""
     retain_freed_memory()
     net = Pix2Pix(
-        model.generator_config(),
-        model.discriminator_config(),
+        cfg.generator_config(),
+        cfg.discriminator_config(),
         "cpu",
         seed=0,
-        **model.training_config().to_dict(),
+        training=cfg.training_config(),
     )
     a = torch.rand(batch, 3, CROP, CROP) * 2 - 1
     b = torch.rand(batch, 3, CROP, CROP) * 2 - 1
@@ -57,23 +57,21 @@ def bare_step(model: ModelOptions, batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - started)
 
 
-def prepare(root: str, images: int) -> Location:
+def prepare_data(root: str, images: int) -> Location:
     from pipelines.demo.sample_data import make_pairs, write_dataset
-    from pipelines.prepare.job import prepare_dataset
+    from pipelines.prepare import PrepareOptions, prepare
 
     pairs = make_pairs(images + 2, size=LOAD, seed=0)
     src = Location.parse(os.path.join(root, "src"))
     write_dataset({"train": pairs[:images], "val": pairs[images:]}, src)
     dst = Location.parse(os.path.join(root, "prepared"))
-    prepare_dataset(src, dst, load_size=LOAD)
+    prepare(src, dst, PrepareOptions(load_size=LOAD))
     return dst
 
 
-def end_to_end(model: ModelOptions, data: Location, root: str, batch: int) -> tuple[float, float]:
+def end_to_end(cfg: TrainConfig, data: Location, root: str, batch: int) -> tuple[float, float]:
     """(in-loop images/s of the last epoch, images / wall seconds) of a 2-epoch run."""
-    from pipelines.train.driver import train
-
-    opts = TrainOptions(data=data.url, batch_size=batch, crop_size=CROP, keep_best=1, grid_size=1)
+    cfg = cfg.replace(data=data.url, batch_size=batch, crop_size=CROP, keep_best=1, grid_size=1)
     common = CommonOptions(
         storage_path=os.path.join(root, "runs"),
         run_name=f"bench-batch{batch}",
@@ -81,7 +79,7 @@ def end_to_end(model: ModelOptions, data: Location, root: str, batch: int) -> tu
         experiment="bench-train",
     )
     started = time.perf_counter()
-    result = train(model, opts, common)
+    result = train(cfg, common)
     wall = time.perf_counter() - started
     images = result.metrics["step"] * batch
     return result.metrics["images_per_s"], images / wall
@@ -101,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     # Two epochs: the second one's in-loop rate is past the first step's warm-up.
-    model = ModelOptions(n_epochs=1, n_epochs_decay=1)
+    cfg = TrainConfig().replace(n_epochs=1, n_epochs_decay=1)
     rows = []
     with tempfile.TemporaryDirectory() as root:
         init_ray()
-        data = prepare(os.path.join(root, "data"), args.images)
+        data = prepare_data(os.path.join(root, "data"), args.images)
         for batch in args.batch_sizes:
-            bare = bare_step(model, batch, args.steps)
-            in_loop, wall = end_to_end(model, data, root, batch)
+            bare = bare_step(cfg, batch, args.steps)
+            in_loop, wall = end_to_end(cfg, data, root, batch)
             rows.append((batch, bare, in_loop, wall))
     cores = os.cpu_count()
     print(f"\ntraining throughput, unet_256 + 70x70 PatchGAN, {CROP}x{CROP}, {cores} CPU cores")

@@ -53,7 +53,7 @@ from machine import machine  # noqa: E402  (benchmarks/machine.py, beside this s
 
 from pipelines.demo.sample_data import encode, make_pairs  # noqa: E402
 from pipelines.translate.actors import Runtime, prepare_generator  # noqa: E402
-from pipelines.translate.job import TranslateOptions  # noqa: E402
+from pipelines.translate.options import TranslateOptions  # noqa: E402
 from pix2pix_core import GeneratorConfig, build_generator, save_generator  # noqa: E402
 from pix2pix_core.memory import retain_freed_memory  # noqa: E402
 from pix2pix_core.networks import init_weights  # noqa: E402

@@ -26,20 +26,37 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.config.options import ModelOptions
-from pix2pix_core import Pix2Pix
+from pix2pix_core import DiscriminatorConfig, GeneratorConfig, Pix2Pix
 from pix2pix_core.precision import native_bf16
 
 CUDA_GRAPHS = "reduce-overhead"  # the torch.compile mode that replays CUDA graphs
-PAPER = ModelOptions()  # unet_256, 70x70 PatchGAN, batch norm: the paper's defaults
-TINY = ModelOptions(num_downs=5, ngf=8, ndf=8)
+
+
+@dataclass(frozen=True)
+class Model:
+    """The networks a check builds (pure pix2pix_core: this script runs without Ray)."""
+
+    label: str
+    generator: GeneratorConfig
+    discriminator: DiscriminatorConfig
+    flags: dict[str, Any]  # the same model as `pix2pix train` flags
+
+
+# unet_256, 70x70 PatchGAN, batch norm: the paper's defaults
+PAPER = Model("unet_256", GeneratorConfig(), DiscriminatorConfig(), {})
+TINY = Model(
+    "tiny U-Net",
+    GeneratorConfig(num_downs=5, ngf=8),
+    DiscriminatorConfig(ndf=8),
+    {"num_downs": 5, "ngf": 8, "ndf": 8},
+)
 
 # Training settings compared in the table: name -> (perf switches, needs CUDA).
 SETTINGS: dict[str, tuple[dict[str, Any], bool]] = {
@@ -71,16 +88,13 @@ class Check:
     detail: str
 
 
-def build(model: ModelOptions, device: str, **switches: Any) -> Pix2Pix:
+def build(model: Model, device: str, **switches: Any) -> Pix2Pix:
     if switches.get("compile"):
         # Compiled code is cached per function, not per model: this script builds many
         # models, and without a reset dynamo stops recompiling (recompile_limit) and falls
         # back to eager. Each compiled model starts as in a fresh process.
         torch._dynamo.reset()
-    training = model.training_config().to_dict() | switches
-    return Pix2Pix(
-        model.generator_config(), model.discriminator_config(), device, seed=0, **training
-    )
+    return Pix2Pix(model.generator, model.discriminator, device, seed=0, **switches)
 
 
 def batch_of(n: int, size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +111,7 @@ def _sync(device: str) -> None:
 
 def compare(
     name: str,
-    model: ModelOptions,
+    model: Model,
     device: str,
     size: int,
     reference: dict[str, Any],
@@ -126,7 +140,7 @@ def compare(
     return Check(name, "PASS" if ok else "FAIL", detail)
 
 
-def numerics(model: ModelOptions, device: str, size: int) -> list[Check]:
+def numerics(model: Model, device: str, size: int) -> list[Check]:
     fp32 = {"channels_last": False, "autocast": False}
     checks = [
         compare(
@@ -195,15 +209,14 @@ def trainer_run(tiny: bool, device: str) -> Check:
 
         from pipelines.common.ray_runtime import init_ray
         from pipelines.common.storage import Location
-        from pipelines.config.options import CommonOptions
+        from pipelines.config.groups import CommonOptions
         from pipelines.demo.sample_data import make_pairs, write_dataset
-        from pipelines.prepare.job import prepare_dataset
-        from pipelines.train.driver import train
-        from pipelines.train.options import TrainOptions
+        from pipelines.prepare import PrepareOptions, prepare
+        from pipelines.train import TrainConfig, train
     except ImportError as err:
         return Check(name, "SKIP", f"not installed here: {err.name}")
     crop = 32 if tiny else 256
-    model = replace(TINY if tiny else PAPER, n_epochs=1, n_epochs_decay=1)
+    model = TINY if tiny else PAPER
     with tempfile.TemporaryDirectory() as root:
         init_ray()
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -211,9 +224,16 @@ def trainer_run(tiny: bool, device: str) -> Check:
         src = Location.parse(os.path.join(root, "src"))
         write_dataset({"train": pairs[:8], "val": pairs[8:]}, src)
         data = Location.parse(os.path.join(root, "prepared"))
-        prepare_dataset(src, data, load_size=crop + (4 if tiny else 30))
-        opts = TrainOptions(
-            data=data.url, crop_size=crop, num_workers=1, use_gpu=device == "cuda", keep_best=1
+        prepare(src, data, PrepareOptions(load_size=crop + (4 if tiny else 30)))
+        cfg = TrainConfig().replace(
+            **model.flags,
+            n_epochs=1,
+            n_epochs_decay=1,
+            data=data.url,
+            crop_size=crop,
+            num_workers=1,
+            use_gpu=device == "cuda",
+            keep_best=1,
         )
         common = CommonOptions(
             storage_path=os.path.join(root, "runs"),
@@ -222,7 +242,7 @@ def trainer_run(tiny: bool, device: str) -> Check:
             experiment="gpu-check",
         )
         started = time.perf_counter()
-        result = train(model, opts, common)
+        result = train(cfg, common)
         seconds = time.perf_counter() - started
     ok = result.epochs == 2 and result.metrics.get("val_L1", float("nan")) == result.metrics.get(
         "val_L1"
@@ -234,7 +254,7 @@ def trainer_run(tiny: bool, device: str) -> Check:
     return Check(name, "PASS" if ok else "FAIL", detail)
 
 
-def train_rate(model: ModelOptions, device: str, size: int, batch: int, steps: int, **sw) -> float:
+def train_rate(model: Model, device: str, size: int, batch: int, steps: int, **sw) -> float:
     net = build(model, device, **sw)
     a, b = batch_of(batch, size, device)
     # compile: the first calls compile; CUDA graphs are recorded on a later one
@@ -248,7 +268,7 @@ def train_rate(model: ModelOptions, device: str, size: int, batch: int, steps: i
     return steps * batch / (time.perf_counter() - started)
 
 
-def translate_rate(model: ModelOptions, device: str, size: int, batch: int, steps: int) -> float:
+def translate_rate(model: Model, device: str, size: int, batch: int, steps: int) -> float:
     net = build(model, device)  # the device's defaults (bf16 + channels_last on CUDA)
     a, _ = batch_of(batch, size, device)
     net.translate(a, eval_mode=True)
@@ -260,7 +280,7 @@ def translate_rate(model: ModelOptions, device: str, size: int, batch: int, step
     return steps * batch / (time.perf_counter() - started)
 
 
-def throughput(model: ModelOptions, device: str, size: int, steps: int) -> list[dict[str, Any]]:
+def throughput(model: Model, device: str, size: int, steps: int) -> list[dict[str, Any]]:
     rows = []
     for setting, (switches, needs_cuda) in SETTINGS.items():
         for batch in (1, 4):
@@ -299,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [{c.status}] {c.name}: {c.detail}", flush=True)
 
     rows = throughput(model, device, size, steps)
-    print(f"\nimages/s, {model.netG if not args.tiny else 'tiny U-Net'}, {size}x{size}, {name}")
+    print(f"\nimages/s, {model.label}, {size}x{size}, {name}")
     print("| what | setting | batch | images/s |\n| --- | --- | --- | --- |")
     for r in rows:
         rate = "skipped (needs CUDA)" if r["rate"] is None else f"{r['rate']:.1f}"

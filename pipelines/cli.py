@@ -1,7 +1,8 @@
 """`pix2pix VERB [flags]`: the command line.
 
-Each verb lives in its own module with `add_arguments(parser)` and `run(args) -> int`.
-Modules are imported only when their verb runs, so `pix2pix --help` stays instant.
+Each verb's package (or module, for the registry's three) has `add_arguments(parser)` and
+`run(args) -> int`. It is imported only when its verb runs, so `pix2pix --help` stays
+instant.
 """
 
 from __future__ import annotations
@@ -18,30 +19,24 @@ from pipelines.common.errors import UserError
 
 # verb -> (module, one-line description)
 VERBS: dict[str, tuple[str, str]] = {
-    "prepare": ("pipelines.prepare.job", "pair, validate and resize an image dataset into Parquet"),
-    "train": ("pipelines.train.driver", "train pix2pix with Ray Train (DDP), tracked in MLflow"),
-    "tune": (
-        "pipelines.tune.sweep",
-        "sweep lambda_L1, the PatchGAN size and the norm with Ray Tune",
-    ),
+    "prepare": ("pipelines.prepare", "pair, validate and resize an image dataset into Parquet"),
+    "train": ("pipelines.train", "train pix2pix with Ray Train (DDP), tracked in MLflow"),
+    "tune": ("pipelines.tune", "sweep lambda_L1, the PatchGAN size and the norm with Ray Tune"),
     "evaluate": (
         "pipelines.registry.evaluation",
         "L1 / PSNR / SSIM of a model on a prepared split",
     ),
     "register": (
         "pipelines.registry.registration",
-        "log a generator as an MLflow model and register it",
+        "log a generator as an MLflow model, register it",
     ),
     "promote": (
         "pipelines.registry.promotion",
-        "move the champion alias only if the candidate is better",
+        "move the champion alias only if the candidate wins",
     ),
-    "translate": ("pipelines.translate.job", "translate an image archive in bulk with Ray Data"),
-    "retrain": (
-        "pipelines.retrain.workflow",
-        "prepare -> train|tune -> evaluate -> register -> promote",
-    ),
-    "demo": ("pipelines.demo.job", "the whole workflow on built-in sample photos, with a report"),
+    "translate": ("pipelines.translate", "translate an image archive in bulk with Ray Data"),
+    "retrain": ("pipelines.retrain", "prepare -> train|tune -> evaluate -> register -> promote"),
+    "demo": ("pipelines.demo", "the whole workflow on built-in sample photos, with a report"),
 }
 
 
@@ -106,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pix2pix {verb}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
+        # Storage (fsspec, pyarrow) only on a failure, so that `pix2pix --help` stays instant.
         from pipelines.common.storage import access_problem
 
         problem = access_problem(err)

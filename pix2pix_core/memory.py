@@ -2,8 +2,8 @@
 
 A step allocates and frees the same large activation buffers every time. glibc's malloc
 serves blocks above its mmap threshold with fresh pages and hands them back to the OS on
-free, so every step page-faults and zeroes all of its activations again: on a 2-core CPU
-about a tenth of a unet_256 training step (benchmarks/bench_train_step.py). Raising the
+free, so every step page-faults and zeroes all of its activations again
+(docs/design.md#glibc-mmap-thresholds). Raising the
 mmap and trim thresholds keeps freed blocks for reuse; the process stays at its peak
 footprint, which it reaches every step anyway. CUDA memory is PyTorch's own cache and not
 affected.

@@ -9,9 +9,8 @@ def native_bf16(device: torch.device | str) -> bool:
     """Whether `device` computes bf16 natively, so that bf16 autocast speeds it up.
 
     CUDA from Ampere on; CPUs with AVX512-BF16 or AMX (e.g. AMD Zen 4, Intel Sapphire
-    Rapids), where the paper's training step ran 1.7-1.8x as fast as in fp32
-    (benchmarks/bench_train_step.py). Elsewhere oneDNN or the GPU emulates bf16, slower
-    than fp32.
+    Rapids) (docs/design.md#bf16-autocast-where-native). Elsewhere oneDNN or the GPU
+    emulates bf16, slower than fp32.
     """
     device = torch.device(device)
     if device.type == "cuda":

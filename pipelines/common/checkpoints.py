@@ -21,16 +21,12 @@ from typing import Any
 import torch
 
 from pipelines.common.errors import UserError
+from pipelines.common.names import File
 from pipelines.common.storage import Location
 from pix2pix_core import Pix2Pix, load_checkpoint, save_checkpoint
+from pix2pix_core import load_generator as generator_from_bytes
 
-CHECKPOINT_FILE = "checkpoint.pt"
-META_FILE = "checkpoint.json"
-
-
-def dir_name(epoch: int) -> str:
-    """The folder name of `epoch`'s checkpoint inside the run folder."""
-    return f"epoch_{epoch:04d}"
+CHECKPOINT_FILE, META_FILE = File.CHECKPOINT, File.CHECKPOINT_META
 
 
 def write(directory: str, model: Pix2Pix, extra: dict[str, Any]) -> None:
@@ -87,7 +83,5 @@ def load_generator(
     url: str, storage_options: dict[str, Any] | None = None, device: str = "cpu"
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The generator of a checkpoint folder and its `extra`, from the checkpoint alone."""
-    from pix2pix_core import load_generator as from_bytes
-
-    module, _, extra = from_bytes(read_url(url, storage_options), device=device)
+    module, _, extra = generator_from_bytes(read_url(url, storage_options), device=device)
     return module, extra

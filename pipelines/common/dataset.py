@@ -15,19 +15,23 @@ crop to `crop_size` and the flip happen at training time, anew each epoch.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from pipelines.common.errors import UserError
 from pipelines.common.images import decode_stored
+from pipelines.common.names import File
 from pipelines.common.storage import Location
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
-INFO_FILE = "dataset.json"
-QUARANTINE_FILE = "quarantine.parquet"
+INFO_FILE, QUARANTINE_FILE = File.DATASET_INFO, File.QUARANTINE
 
 PAIR_SCHEMA = pa.schema(
     [
@@ -94,13 +98,13 @@ def read_prepared(dst: Location, split: str, *, decode: bool = True):  # -> ray.
 
     With `decode=False` the rows keep every stored column, images still encoded.
     """
-    import ray.data
+    import ray.data  # here only: evaluate reads splits without Ray (iter_pairs)
 
     loc = existing_split(dst, split)
-    # Ray 2.60's default Parquet reader (datasource V2) starts a pool of footer-reading
-    # actors every time the dataset executes: seconds of process start-up per epoch
-    # (7 s here, on a dozen rows; V1 took 0.3 s). Its V1 reader is the one used here.
-    # Its footer sampling also draws a progress bar, of a fraction of a second, kept out.
+    # Ray Data's default Parquet reader starts a pool of footer-reading actors every time
+    # the dataset executes, seconds per epoch; the V1 reader does not
+    # (docs/design.md#the-parquet-datasource-v1-reader). Its footer sampling also draws a
+    # progress bar of a fraction of a second, kept out.
     context = ray.data.DataContext.get_current()
     saved = context.use_datasource_v2, context.enable_progress_bars
     context.use_datasource_v2, context.enable_progress_bars = False, False
@@ -112,3 +116,33 @@ def read_prepared(dst: Location, split: str, *, decode: bool = True):  # -> ray.
     if not decode:
         return ds
     return ds.map_batches(decode_pairs, batch_format="numpy", batch_size=16)
+
+
+def iter_pairs(dst: Location, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of `key`, `a`, `b` (decoded uint8 N x H x W x 3) of a prepared split, in
+    shard order, read with pyarrow in this process (no Ray)."""
+    loc = existing_split(dst, split)
+    shards = sorted(p for p in loc.fs.find(loc.path) if p.endswith(".parquet"))
+    if not shards:
+        raise UserError(f"{loc.url}: no Parquet shards; prepare the dataset again")
+    table = pads.dataset(shards, filesystem=loc.arrow_fs, format="parquet")
+    for batch in table.to_batches(columns=["key", "a", "b"], batch_size=batch_size):
+        if batch.num_rows:
+            yield decode_pairs({name: batch.column(name).to_pylist() for name in ("key", "a", "b")})
+
+
+def split_fingerprint(dst: Location, split: str) -> str:
+    """Names the exact pairs of `split`: the sources' fingerprint and how they were prepared.
+
+    Two evaluations with the same split fingerprint saw the same images.
+    """
+    info = read_info(dst)
+    if not info.get("counts", {}).get(split):
+        raise UserError(f"{dst.url} has no {split!r} split")
+    identity = {
+        key: info.get(key)
+        for key in ("fingerprint", "direction", "load_size", "width", "height", "val_carved")
+    }
+    identity |= {"split": split, "count": info["counts"][split]}
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

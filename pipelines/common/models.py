@@ -18,7 +18,6 @@ MLflow is imported only for MLflow URIs: it takes seconds, which every file-mode
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import re
@@ -30,16 +29,16 @@ from typing import Any
 import torch
 
 from pipelines.common.errors import UserError
+from pipelines.common.names import File, judged
 from pipelines.common.storage import Location
 from pix2pix_core import GeneratorConfig
 from pix2pix_core.checkpoint import load_generator, load_official_generator
+from pix2pix_core.model_folder import ARTIFACT, read_model_folder
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 OFFICIAL_SUFFIX = "_net_G.pth"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _EPOCH = re.compile(r"epoch_(\d+)")
-RUN_FILE, RUN_RESULT_FILE = "run.json", "result.json"  # what `pix2pix train` leaves in a run
-METRIC_NAMES = ("l1", "psnr", "ssim")
 
 
 @dataclass(frozen=True)
@@ -95,13 +94,20 @@ def load_generator_from_uri(
     *,
     storage_options: Mapping[str, Any] | str | None = None,
     official: GeneratorConfig | None = None,
+    tracking_uri: str | None = None,
     device: str | torch.device = "cpu",
 ) -> LoadedGenerator:
-    """The generator at `uri` (see the module docstring for what `uri` may be)."""
+    """The generator at `uri` (see the module docstring for what `uri` may be).
+
+    `official`: the architecture to read `uri` with as an official state dict (see
+    `official_architecture`). `tracking_uri`: the MLflow store of an MLflow URI, resolved
+    as every verb resolves `--tracking_uri` (unset: $MLFLOW_TRACKING_URI, else
+    sqlite:///mlflow.db).
+    """
     if not uri:
         raise UserError("no model given")
     if uri.startswith(MLFLOW_SCHEMES):
-        loaded = _from_mlflow(uri)
+        loaded = _from_mlflow(uri, tracking_uri)
     else:
         loaded = _from_storage(Location.parse(uri, storage_options), official)
     loaded.module.to(device)
@@ -111,11 +117,26 @@ def load_generator_from_uri(
 # -- MLflow -------------------------------------------------------------------------------
 
 
-def _from_mlflow(uri: str) -> LoadedGenerator:
+def official_architecture(
+    uri: str, architecture: GeneratorConfig, given: bool
+) -> GeneratorConfig | None:
+    """`architecture` where `uri` is to be read as an official state dict (which carries no
+    config): a file named like the official ones (`latest_net_G.pth`), or any file when an
+    architecture flag was `given`. None for MLflow URIs and this project's checkpoints,
+    which carry their own config."""
+    if uri.startswith(MLFLOW_SCHEMES):
+        return None
+    return architecture if given or uri.endswith(OFFICIAL_SUFFIX) else None
+
+
+def _from_mlflow(uri: str, tracking_uri: str | None) -> LoadedGenerator:
+    # MLflow only here: its import takes seconds, which file models need not pay.
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipelines.registry.pyfunc_model import SETTINGS_FILE, WEIGHTS_FILE
+    from pipelines.common.tracking import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -127,22 +148,18 @@ def _from_mlflow(uri: str) -> LoadedGenerator:
                 hint = f" (a registered model needs a version or an alias: models:/{name}/1, "
                 hint += f"models:/{name}@champion)"
             raise UserError(f"cannot load {uri}: {err.message}{hint}") from None
-        folder = _artifact_folder(local, uri)
-        with open(os.path.join(folder, WEIGHTS_FILE), "rb") as f:
-            data = f.read()
-        with open(os.path.join(folder, SETTINGS_FILE)) as f:
-            settings = json.load(f)
-    module, config, _ = _read(data, uri)
+        try:
+            module, config, settings = read_model_folder(_artifact_folder(local, uri))
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise UserError(f"{uri}: not a pix2pix generator model ({err})") from None
     metadata = {**settings.get("metadata", {}), "crop_size": settings["crop_size"], "source": uri}
     metadata.update(_registry_metadata(uri))
     return LoadedGenerator(module, config, bool(settings["eval_mode"]), metadata)
 
 
 def _artifact_folder(local: str, uri: str) -> str:
-    """The `generator` artifact folder inside a downloaded pyfunc model."""
-    from mlflow.models import Model
-
-    from pipelines.registry.pyfunc_model import ARTIFACT
+    """The generator's model folder inside a downloaded pyfunc model."""
+    from mlflow.models import Model  # MLflow for MLflow URIs only (see _from_mlflow)
 
     mlmodel = os.path.join(local, "MLmodel")
     if not os.path.exists(mlmodel):
@@ -159,7 +176,7 @@ def _registry_metadata(uri: str) -> dict[str, Any]:
     match = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", uri)
     if not match:
         return {}
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # MLflow for MLflow URIs only (see _from_mlflow)
 
     client = MlflowClient()
     name, version, alias = match.groups()
@@ -210,8 +227,8 @@ def _checkpoint_in_folder(loc: Location) -> Location:
         if kind == "directory" and (m := _EPOCH.fullmatch(name))
     )
     if not weights and epochs:
-        if RUN_RESULT_FILE in names:
-            best = loc.join(RUN_RESULT_FILE).read_json().get("best_checkpoint")
+        if File.RUN_RESULT in names:
+            best = loc.join(File.RUN_RESULT).read_json().get("best_checkpoint")
             if best and posixpath.basename(best.rstrip("/")) in names:
                 return _checkpoint_in_folder(loc.join(posixpath.basename(best.rstrip("/"))))
         return _checkpoint_in_folder(loc.join(epochs[-1][1]))
@@ -222,7 +239,7 @@ def _checkpoint_in_folder(loc: Location) -> Location:
 def _training_run_id(checkpoint_file: Location) -> str | None:
     """The MLflow run of the training run whose folder holds this checkpoint, if any."""
     run_folder = posixpath.dirname(posixpath.dirname(checkpoint_file.url))
-    run_file = Location(posixpath.join(run_folder, RUN_FILE), checkpoint_file.options)
+    run_file = Location(posixpath.join(run_folder, File.RUN), checkpoint_file.options)
     try:
         return run_file.read_json().get("mlflow_run_id") if run_file.exists() else None
     except (UserError, ValueError, OSError):
@@ -239,11 +256,10 @@ def _read(data: bytes, where: str) -> tuple[torch.nn.Module, GeneratorConfig, di
 def checkpoint_metadata(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     """A checkpoint's `extra` with its validation metrics as `val_metrics` {l1, psnr, ssim}.
 
-    Training checkpoints record `metrics` of their epoch as `val_L1`, `val_PSNR`, ...
+    Training checkpoints record `metrics` of their epoch as training reports them (`val_L1`).
     """
     out = dict(extra or {})
-    recorded = out.get("metrics") or {}
-    val = {m: float(recorded[k]) for m in METRIC_NAMES if (k := f"val_{m.upper()}") in recorded}
+    val = judged(out.get("metrics") or {})
     if val and "val_metrics" not in out:
         out["val_metrics"] = val
     return out

@@ -198,7 +198,7 @@ def _arrow_s3(options: Mapping[str, Any]) -> pafs.S3FileSystem:
 def access_problem(err: BaseException) -> str | None:
     """What a person can fix about a failed storage call (credentials, endpoint, permission),
     or None when `err` is something else."""
-    try:
+    try:  # botocore comes with s3fs; without it there are only local errors to explain
         from botocore import exceptions as boto
     except ImportError:  # no S3 support installed: only local permissions to explain
         boto = None

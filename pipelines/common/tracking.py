@@ -1,17 +1,34 @@
-"""MLflow helpers shared by the verbs: tracking URI, experiment, tags."""
+"""MLflow for every verb: the tracking URI, the experiment, and one way to open or resume a run.
+
+The tag and metric names are in `pipelines.common.names` (importable without MLflow).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import socket
 import subprocess
+import time
 import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from pipelines.common.errors import UserError
+from pipelines.common.names import Tag
+
+# MLflow refuses longer parameter values.
+_MAX_PARAM_CHARS = 6000
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -85,3 +102,66 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def encode_param(value: Any) -> str:
+    """A parameter value as MLflow stores it: JSON for mappings and lists, else str()."""
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return text[:_MAX_PARAM_CHARS]
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    experiment_id: str
+    run_id: str
+    resumed: bool  # an earlier attempt's run, continued
+
+
+def open_run(
+    tracking_uri: str | None,
+    experiment: str,
+    name: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    resume_run_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> TrackedRun:
+    """The run `resume_run_id` marked running again if this store has it, else a new run
+    named `name` with `params` and `tags` (and the git commit), a child of `parent_run_id`.
+
+    Every verb that records a run opens it here (train, each sweep trial and its parent,
+    retrain), so that a rerun after a crash continues the run it started.
+    """
+    experiment_id = setup_mlflow(tracking_uri, experiment)
+    client = MlflowClient(resolve_tracking_uri(tracking_uri))
+    if resume_run_id:
+        try:
+            client.update_run(resume_run_id, status="RUNNING")
+            return TrackedRun(experiment_id, resume_run_id, resumed=True)
+        except MlflowException:
+            pass  # another tracking store than last time: open the run here
+    all_tags = {Tag.GIT_COMMIT: git_commit() or "unknown", **(tags or {})}
+    if parent_run_id:
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    if params:
+        client.log_batch(
+            run.info.run_id,
+            params=[Param(k, encode_param(v)) for k, v in sorted(params.items())],
+        )
+    return TrackedRun(experiment_id, run.info.run_id, resumed=False)
+
+
+def log_metrics(
+    client: MlflowClient, run_id: str, metrics: Mapping[str, Any], step: int = 0
+) -> None:
+    """The finite numbers among `metrics`, at `step`, in one request."""
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(key, float(value), now, step)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and math.isfinite(value)
+    ]
+    if batch:
+        client.log_batch(run_id, metrics=batch)

@@ -13,6 +13,7 @@ so the retrain run finds every step done and skips it; `--fresh` starts over.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,9 +22,18 @@ from typing import Any
 
 import numpy as np
 import yaml
+from PIL import Image
 
 from pipelines.common.errors import UserError
-from pipelines.config.options import add_options, option
+from pipelines.common.ray_runtime import init_ray
+from pipelines.common.storage import Location
+from pipelines.common.tracking import setup_mlflow
+from pipelines.config.fields import option
+from pipelines.config.loader import add_options, load_options
+from pipelines.demo.report import ReportRow, write_report
+from pipelines.demo.sample_data import make_pairs, write_dataset
+from pipelines.retrain import RetrainSummary, load_config, retrain
+from pipelines.translate import TranslateOptions, translate
 
 MARKER = ".pix2pix-demo"  # a folder with this file is the demo's own, safe to clear
 EXPERIMENT, MODEL_NAME, RUN_NAME = "pix2pix-demo", "pix2pix-demo", "demo"
@@ -100,8 +110,6 @@ def _folder(opts: DemoOptions) -> Path:
 def make_data(root: Path, num_pairs: int, size: int) -> Path:
     """Sample pairs in the aligned layout (A|B side by side) with train, val and test;
     made once, so a second demo sees unchanged data."""
-    from pipelines.demo.sample_data import make_pairs, write_dataset
-    from pipelines.common.storage import Location
 
     src = root / "data" / "photos"
     done = src / ".complete"
@@ -129,8 +137,6 @@ def make_data(root: Path, num_pairs: int, size: int) -> Path:
 
 def _tracking(root: Path) -> str:
     """SQLite MLflow in the demo folder, its artifacts beside it (not in the working dir)."""
-    from pipelines.common.tracking import setup_mlflow
-
     uri = f"sqlite:///{root / 'mlflow.db'}"
     setup_mlflow(uri, EXPERIMENT)
     return uri
@@ -152,9 +158,7 @@ def write_config(root: Path, source: Path, tracking_uri: str) -> Path:
     return path
 
 
-def run_retrain(config: Path):  # -> RetrainSummary
-    from pipelines.retrain.workflow import load_config, retrain
-
+def run_retrain(config: Path) -> RetrainSummary:
     cfg = load_config(argparse.Namespace(config=str(config)))
     summary = retrain(cfg)
     print(summary.line, flush=True)
@@ -168,22 +172,21 @@ def run_retrain(config: Path):  # -> RetrainSummary
 
 def translate_test(root: Path, source: Path, tracking_uri: str, version: str) -> Path:
     """The test inputs (the A half of each aligned pair) through the champion."""
-    from pipelines.cli import main as cli_main
-
     out = root / "translated" / f"v{version}"
-    argv = ["translate", "--model", f"models:/{MODEL_NAME}/{version}"]
-    argv += ["--input", str(source / "test"), "--output", str(out), "--input_side", "A"]
-    argv += ["--tracking_uri", tracking_uri]
-    if cli_main(argv) != 0:
-        raise RuntimeError("translating the test split failed (see above)")
+    opts = TranslateOptions(
+        model=f"models:/{MODEL_NAME}/{version}",
+        input=str(source / "test"),
+        output=str(out),
+        input_side="A",
+    )
+    summary = translate(opts, tracking_uri=tracking_uri)
+    print(summary.line(), flush=True)
+    if summary.failed:
+        raise RuntimeError(f"translating the test split failed for {summary.failed} images")
     return out
 
 
 def report_rows(source: Path, translated: Path) -> list:
-    from PIL import Image
-
-    from pipelines.demo.report import ReportRow
-
     rows = []
     for path in sorted((source / "test").glob("*.png")):
         pair = np.asarray(Image.open(path).convert("RGB"))
@@ -202,9 +205,9 @@ def report_rows(source: Path, translated: Path) -> list:
     return rows
 
 
-def write_demo_report(root: Path, rows: list, summary, opts: DemoOptions, tracking_uri: str):
-    from pipelines.demo.report import write_report
-
+def write_demo_report(
+    root: Path, rows: list, summary: RetrainSummary, opts: DemoOptions, tracking_uri: str
+) -> tuple[Path, Path]:
     train = _step_result(summary.run_folder, "train")
     metrics = {f"{summary.split} {k.upper()}": v for k, v in summary.metrics.items()}
     details = {
@@ -234,8 +237,6 @@ def write_demo_report(root: Path, rows: list, summary, opts: DemoOptions, tracki
 
 
 def _step_result(run_folder: str, step: str) -> dict[str, Any]:
-    import json
-
     path = Path(run_folder) / step / "step.json"
     return json.loads(path.read_text()).get("result") or {} if path.exists() else {}
 
@@ -249,11 +250,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, DemoOptions)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pipelines.config.options import load_options
-    from pipelines.common.ray_runtime import init_ray
-
-    (opts,) = load_options(args, DemoOptions)
+def demo(opts: DemoOptions) -> Path:
+    """Make the data, run the retrain workflow, translate the test split with the champion
+    and write the report; returns the report's path."""
     started = time.monotonic()
     root = _folder(opts)
     source = make_data(root, opts.num_pairs, opts.size)
@@ -276,4 +275,10 @@ def run(args: argparse.Namespace) -> int:
         f"             then open http://127.0.0.1:5000 (experiment {EXPERIMENT!r})",
         flush=True,
     )
+    return html_path
+
+
+def run(args: argparse.Namespace) -> int:
+    (opts,) = load_options(args, DemoOptions)
+    demo(opts)
     return 0

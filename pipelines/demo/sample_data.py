@@ -38,7 +38,7 @@ class SamplePair:
 
 
 def _photos() -> list[np.ndarray]:
-    try:
+    try:  # scikit-image is the optional `demo` extra
         import skimage.data
     except ImportError:
         raise UserError("sample data needs scikit-image: pip install 'pix2pix[demo]'") from None
@@ -47,7 +47,7 @@ def _photos() -> list[np.ndarray]:
 
 def render(photo: np.ndarray, kind: str = "labels") -> np.ndarray:
     """The input side of a pair: a label-like map or an edge sketch of `photo`."""
-    from skimage import color, feature, segmentation
+    from skimage import color, feature, segmentation  # the optional `demo` extra
 
     if kind == "labels":
         n_segments = max(16, photo.shape[0] * photo.shape[1] // 48)

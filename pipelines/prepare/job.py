@@ -11,7 +11,6 @@ quarantined, always. The format written is described in `pipelines.common.datase
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
+import ray.data
 
 from pipelines.common.dataset import (
     INFO_FILE,
@@ -29,50 +30,23 @@ from pipelines.common.dataset import (
     SPLITS,
 )
 from pipelines.common.errors import UserError
-from pipelines.common.images import DEFAULT_MAX_PIXELS
 from pipelines.common.progress import progress_for_logs
+from pipelines.common.ray_runtime import init_ray
 from pipelines.common.storage import Location
 from pipelines.common.text import count
-from pipelines.config.options import CommonOptions, RayOptions, add_options, load_options, option
+from pipelines.config.groups import RayOptions, StorageOptions
+from pipelines.config.loader import add_options, load_options
+from pipelines.prepare.options import PrepareOptions
 from pipelines.prepare.pairs import (
     IMAGE_FORMAT,
     PARQUET_COMPRESSION,
     RESULT_SCHEMA,
     process_batch,
 )
-from pipelines.prepare.sources import LAYOUTS, Sources, carve_val, discover
+from pipelines.prepare.sources import Sources, carve_val, discover
 
-DIRECTIONS = ("AtoB", "BtoA")
 # Pairs per Ray task, and so per Parquet shard (about 270 KB a pair at load_size 286).
 MAX_PAIRS_PER_TASK = 128
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrepareOptions:
-    """Preparing a dataset."""
-
-    layout: str | None = option(
-        None, "aligned | folders | manifest (default: detected)", choices=LAYOUTS
-    )
-    direction: str = option("AtoB", "AtoB: left/A is the input; BtoA swaps", choices=DIRECTIONS)
-    load_size: int = option(286, "images are resized to load_size x load_size")
-    val_fraction: float = option(0.1, "share of train carved out as val when SRC has no val")
-    seed: int = option(0, "seed of the val carving")
-    max_pixels: int | None = option(
-        None, f"refuse larger images as decompression bombs (default: {DEFAULT_MAX_PIXELS:,})"
-    )
-
-    def __post_init__(self) -> None:
-        if self.layout is not None and self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be AtoB or BtoA, got {self.direction!r}")
-        if self.load_size < 1:
-            raise ValueError(f"load_size must be positive, got {self.load_size!r}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if self.max_pixels is not None and self.max_pixels < 1:
-            raise ValueError(f"max_pixels must be positive, got {self.max_pixels!r}")
 
 
 @dataclass(frozen=True)
@@ -96,16 +70,12 @@ class PrepareSummary:
         )
 
 
-def prepare_dataset(
-    src: Location,
-    dst: Location,
+def prepare(
+    src: Location | str,
+    dst: Location | str,
+    options: PrepareOptions | None = None,
     *,
-    layout: str | None = None,
-    direction: str = "AtoB",
-    load_size: int = 286,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    max_pixels: int | None = None,
+    storage_options: dict[str, Any] | None = None,
     ray_address: str | None = None,
 ) -> PrepareSummary:
     """Prepare `src` into `dst` on the current Ray, or on `ray_address`'s, or on a local one,
@@ -114,14 +84,9 @@ def prepare_dataset(
     Raises UserError when SRC does not exist, holds nothing, overlaps DST, or when every
     input is unusable (quarantine.parquet is still written, to say why).
     """
-    opts = PrepareOptions(
-        layout=layout,
-        direction=direction,
-        load_size=load_size,
-        val_fraction=val_fraction,
-        seed=seed,
-        max_pixels=max_pixels,
-    )
+    opts = options or PrepareOptions()
+    src = src if isinstance(src, Location) else Location.parse(src, storage_options)
+    dst = dst if isinstance(dst, Location) else Location.parse(dst, storage_options)
     started = time.monotonic()
     # 1. list, pair, carve
     sources = discover(src, opts.layout)
@@ -193,11 +158,6 @@ def _run_tasks(
     """Process the work list on Ray Data: one task per block, one shard per block."""
     if not sources.work:
         return RESULT_SCHEMA.empty_table()
-    import ray
-    import ray.data
-
-    from pipelines.common.ray_runtime import init_ray
-
     init_ray(ray_address, training=False)
     work = sources.work_table()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -214,7 +174,7 @@ def _run_tasks(
             "src_options": dict(src.options),
             "load_size": opts.load_size,
             "direction": opts.direction,
-            "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
+            "max_pixels": opts.max_pixels,
         },
     )
     progress = progress_for_logs(ds, work.num_rows, "prepared", "pair")
@@ -260,7 +220,7 @@ def _info(
         "quarantined": summary.quarantined,
         "converted": notes,
         "val_carved": carved,
-        "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
+        "max_pixels": opts.max_pixels,
         "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(seconds, 2),
     }
@@ -269,20 +229,20 @@ def _info(
 # -- command line -----------------------------------------------------------------------
 
 
+OPTION_GROUPS = (PrepareOptions, StorageOptions, RayOptions)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="source: a folder URL, or a manifest file (.csv/.parquet)")
     parser.add_argument("dst", help="where to write the prepared dataset (a folder URL)")
-    add_options(parser, PrepareOptions, CommonOptions, RayOptions)
+    add_options(parser, *OPTION_GROUPS)
 
 
 def run(args: argparse.Namespace) -> int:
-    opts, common, ray_opts = load_options(args, PrepareOptions, CommonOptions, RayOptions)
-    src = Location.parse(args.src, common.storage_options)
-    dst = Location.parse(args.dst, common.storage_options)
+    opts, storage, ray_opts = load_options(args, *OPTION_GROUPS)
+    src = Location.parse(args.src, storage.storage_options)
+    dst = Location.parse(args.dst, storage.storage_options)
     if not src.exists():  # before starting Ray: a typo should fail in a blink
         raise UserError(f"source not found: {src.url}")
-    summary = prepare_dataset(
-        src, dst, **dataclasses.asdict(opts), ray_address=ray_opts.ray_address
-    )
-    print(summary.line)
+    print(prepare(src, dst, opts, ray_address=ray_opts.ray_address).line)
     return 0

@@ -4,14 +4,9 @@ Decoding, mode conversion, the A|B split and the resize are `pipelines.common.im
 the same as translate's, so a model is served the pixels it was trained on. Each side is
 resized to load_size x load_size and encoded losslessly.
 
-Encoding is most of the cost: Pillow's PNG encoder always runs its per-row filter search
-(4-5 ms of CPU per 286 px image even at compress_level=0, 25-47 ms at the default level),
-while the decode and both resizes take about 6 ms a pair. So images are stored as
-uncompressed TIFF (0.3-0.6 ms to encode, under 1 ms to decode, any image library reads
-it) and the Parquet
-column is compressed with LZ4 instead (half the size, about 0.1 ms per image more than no
-compression; zstd level 1 saves another 12% for 0.6 ms more). Measured in
-benchmarks/bench_prepare.py; the README has the numbers.
+Encoding is most of the cost, and PNG's is the dearest: images are stored as uncompressed
+TIFF and the Parquet column is compressed with LZ4 instead (docs/design.md#tiff-in-parquet,
+measured in benchmarks/bench_prepare.py).
 """
 
 from __future__ import annotations

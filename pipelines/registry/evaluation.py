@@ -14,63 +14,32 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-import pyarrow.dataset as pads
 import torch
 
-from pipelines.common.dataset import decode_pairs, existing_split, read_info
+from pipelines.common.dataset import iter_pairs, read_info, split_fingerprint
 from pipelines.common.errors import UserError
 from pipelines.common.models import (
-    METRIC_NAMES,
     LoadedGenerator,
     load_generator_from_uri,
+    official_architecture,
     resolve_device,
 )
+from pipelines.common.names import METRIC_NAMES, Tag
 from pipelines.common.storage import Location
 from pipelines.common.text import count
-from pipelines.config.options import CommonOptions, add_options, load_options, option
-from pix2pix_core import GeneratorConfig
+from pipelines.config.fields import option
+from pipelines.config.groups import (
+    ArchitectureOptions,
+    ExperimentOptions,
+    StorageOptions,
+    TrackingOptions,
+)
+from pipelines.config.loader import add_options, given, load_options
 from pix2pix_core.metrics import ImageMetrics
 from pix2pix_core.transforms import resize, to_tensor
-
-METRICS = METRIC_NAMES
-_OFFICIAL = GeneratorConfig()  # the official defaults, for *_net_G.pth files
-
-
-def split_fingerprint(dst: Location, split: str) -> str:
-    """Names the exact pairs of `split`: the sources' fingerprint and how they were prepared.
-
-    Two evaluations with the same split fingerprint saw the same images.
-    """
-    info = read_info(dst)
-    if not info.get("counts", {}).get(split):
-        raise UserError(f"{dst.url} has no {split!r} split")
-    identity = {
-        key: info.get(key)
-        for key in ("fingerprint", "direction", "load_size", "width", "height", "val_carved")
-    }
-    identity |= {"split": split, "count": info["counts"][split]}
-    text = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def iter_pairs(dst: Location, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of `key`, `a`, `b` (uint8 N x H x W x 3) of a prepared split, in shard order."""
-    loc = existing_split(dst, split)
-    shards = sorted(p for p in loc.fs.find(loc.path) if p.endswith(".parquet"))
-    if not shards:
-        raise UserError(f"{loc.url}: no Parquet shards; prepare the dataset again")
-    table = pads.dataset(shards, filesystem=loc.arrow_fs, format="parquet")
-    for batch in table.to_batches(columns=["key", "a", "b"], batch_size=batch_size):
-        if batch.num_rows:
-            yield decode_pairs({name: batch.column(name).to_pylist() for name in ("key", "a", "b")})
 
 
 def _inference_copy(loaded: LoadedGenerator, eval_mode: bool) -> torch.nn.Module:
@@ -81,7 +50,7 @@ def _inference_copy(loaded: LoadedGenerator, eval_mode: bool) -> torch.nn.Module
     return module
 
 
-def evaluate_model(
+def evaluate(
     loaded: LoadedGenerator,
     dst: Location,
     split: str,
@@ -118,7 +87,7 @@ def evaluate_model(
     finally:
         torch.random.set_rng_state(generator_state)
     values = metrics.compute()
-    return {name: float(values[name]) for name in METRICS}
+    return {name: float(values[name]) for name in METRIC_NAMES}
 
 
 # --------------------------------------------------------------------------------------
@@ -145,10 +114,6 @@ class EvaluateOptions:
     )
     device: str = option("auto", "torch device: auto (CUDA if torch sees a GPU), cpu, cuda:N")
     log: bool = option(False, "log the metrics to a new MLflow run of --experiment")
-    netG: str = option(_OFFICIAL.netG, "official *_net_G.pth only: its generator")
-    ngf: int = option(_OFFICIAL.ngf, "official *_net_G.pth only: its ngf")
-    norm: str = option(_OFFICIAL.norm, "official *_net_G.pth only: its norm")
-    no_dropout: bool = option(False, "official *_net_G.pth only: trained with --no_dropout")
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -158,60 +123,66 @@ class EvaluateOptions:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size!r}")
 
-    def official_config(self) -> GeneratorConfig | None:
-        if not self.model.endswith("_net_G.pth"):
-            return None
-        return GeneratorConfig(
-            netG=self.netG, ngf=self.ngf, norm=self.norm, use_dropout=not self.no_dropout
-        )
+
+OPTION_GROUPS = (
+    EvaluateOptions,
+    ArchitectureOptions,
+    StorageOptions,
+    TrackingOptions,
+    ExperimentOptions,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_options(parser, EvaluateOptions, CommonOptions)
+    add_options(parser, *OPTION_GROUPS)
 
 
-def _log_to_mlflow(common: CommonOptions, opts: EvaluateOptions, result: dict[str, Any]) -> str:
-    import mlflow
+def _log_to_mlflow(
+    opts: EvaluateOptions,
+    tracking: TrackingOptions,
+    experiment: ExperimentOptions,
+    metrics: dict[str, float],
+    fingerprint: str,
+) -> str:
+    # MLflow only with --log: its import takes seconds.
+    from mlflow import MlflowClient
 
-    from pipelines.common.tracking import git_commit, setup_mlflow
+    from pipelines.common.tracking import log_metrics, open_run, resolve_tracking_uri
 
-    experiment_id = setup_mlflow(common.tracking_uri, common.experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=common.run_name) as run:
-        mlflow.set_tags(
-            {
-                "pix2pix.verb": "evaluate",
-                "pix2pix.model": opts.model,
-                "pix2pix.dataset": opts.data,
-                "pix2pix.split": opts.split,
-                "pix2pix.split_fingerprint": result["split_fingerprint"],
-                "git_commit": git_commit() or "unknown",
-            }
-        )
-        mlflow.log_metrics({f"{opts.split}_{k}": result[k] for k in METRICS})
-    return run.info.run_id
+    tracked = open_run(
+        tracking.tracking_uri,
+        experiment.experiment,
+        f"evaluate-{opts.split}",
+        tags={
+            Tag.VERB: "evaluate",
+            Tag.MODEL: opts.model,
+            Tag.DATASET: opts.data,
+            Tag.SPLIT: opts.split,
+            Tag.SPLIT_FINGERPRINT: fingerprint,
+        },
+    )
+    client = MlflowClient(resolve_tracking_uri(tracking.tracking_uri))
+    log_metrics(client, tracked.run_id, {f"{opts.split}_{k}": v for k, v in metrics.items()})
+    client.set_terminated(tracked.run_id, status="FINISHED")
+    return tracked.run_id
 
 
 def run(args: argparse.Namespace) -> int:
-    opts, common = load_options(args, EvaluateOptions, CommonOptions)
+    opts, architecture, storage, tracking, experiment = load_options(args, *OPTION_GROUPS)
     device = resolve_device(opts.device)
-    try:
-        official = opts.official_config()
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    if opts.model.startswith(("models:/", "runs:/")):
-        import mlflow
-
-        from pipelines.common.tracking import resolve_tracking_uri
-
-        mlflow.set_tracking_uri(resolve_tracking_uri(common.tracking_uri))
-    data = Location.parse(opts.data, common.storage_options)
+    official = official_architecture(
+        opts.model, architecture.generator_config(), given(args, ArchitectureOptions)
+    )
+    data = Location.parse(opts.data, storage.storage_options)
     fingerprint = split_fingerprint(data, opts.split)
     loaded = load_generator_from_uri(
-        opts.model, storage_options=common.storage_options, official=official, device=device
+        opts.model,
+        storage_options=storage.storage_options,
+        official=official,
+        tracking_uri=tracking.tracking_uri,
+        device=device,
     )
-    metrics = evaluate_model(
-        loaded, data, opts.split, batch_size=opts.batch_size, eval_mode=opts.eval
-    )
+    metrics = evaluate(loaded, data, opts.split, batch_size=opts.batch_size, eval_mode=opts.eval)
     pairs = read_info(data)["counts"][opts.split]
     line = " ".join(
         f"{k.upper()} {v:.4f}" if math.isfinite(v) else f"{k.upper()} {v}"
@@ -219,6 +190,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{opts.model} on {opts.split} ({count(pairs, 'pair')}, split {fingerprint}): {line}")
     if opts.log:
-        run_id = _log_to_mlflow(common, opts, {**metrics, "split_fingerprint": fingerprint})
+        run_id = _log_to_mlflow(opts, tracking, experiment, metrics, fingerprint)
         print(f"logged to MLflow run {run_id}")
     return 0

@@ -15,22 +15,22 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipelines.common.dataset import split_fingerprint
 from pipelines.common.errors import UserError
 from pipelines.common.models import load_generator_from_uri, resolve_device
+from pipelines.common.names import Tag, get_metric
 from pipelines.common.storage import Location
 from pipelines.common.tracking import resolve_tracking_uri
-from pipelines.config.options import CommonOptions, add_options, load_options, option
-from pipelines.registry.evaluation import evaluate_model, split_fingerprint
+from pipelines.config.fields import option
+from pipelines.config.groups import StorageOptions, TrackingOptions
+from pipelines.config.loader import add_options, load_options
+from pipelines.registry.evaluation import evaluate
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-
-# metric -> True when a higher value is better
-HIGHER_IS_BETTER: dict[str, bool] = {"l1": False, "psnr": True, "ssim": True}
-
-TAG_PREFIX = "promotion."
 
 
 @dataclass(frozen=True)
@@ -74,25 +74,19 @@ class Decision:
             "min_improvement": repr(self.min_improvement),
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        return {TAG_PREFIX + k: v for k, v in values.items()}
+        return {Tag.PROMOTION_PREFIX + k: v for k, v in values.items()}
 
 
 def improvement(metric: str, candidate: float, champion: float) -> float:
     """candidate - champion where higher is better, champion - candidate where lower is."""
-    return candidate - champion if HIGHER_IS_BETTER[metric] else champion - candidate
-
-
-def check_metric(metric: str) -> str:
-    if metric not in HIGHER_IS_BETTER:
-        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(HIGHER_IS_BETTER)}")
-    return metric
+    return candidate - champion if get_metric(metric).higher_is_better else champion - candidate
 
 
 def decide(
     metric: str, candidate: float, champion: float | None, min_improvement: float
 ) -> tuple[bool, str]:
     """(promote?, why): better by at least `min_improvement`, and strictly better."""
-    direction = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+    direction = "higher" if get_metric(metric).higher_is_better else "lower"
     if champion is None:
         return True, f"no champion yet; candidate {metric}={candidate:.6g}"
     if not math.isfinite(candidate):
@@ -135,12 +129,10 @@ def promote(
     keeps MLflow's current tracking URI (set it with
     `pipelines.common.tracking.setup_mlflow` or `mlflow.set_tracking_uri`).
     """
-    check_metric(metric)
+    get_metric(metric)
     if min_improvement < 0 or not math.isfinite(min_improvement):
         raise UserError(f"min_improvement must be a number >= 0, got {min_improvement!r}")
     if tracking_uri is not None:
-        import mlflow
-
         mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     client = MlflowClient()
     candidate = str(candidate_version)
@@ -154,8 +146,10 @@ def promote(
     champion = current_champion(client, name)
 
     def score(version: str) -> float:
-        loaded = load_generator_from_uri(f"models:/{name}/{version}", device=device)
-        metrics = evaluate_model(loaded, dst, split, batch_size=batch_size, eval_mode=eval_mode)
+        loaded = load_generator_from_uri(
+            f"models:/{name}/{version}", tracking_uri=mlflow.get_tracking_uri(), device=device
+        )
+        metrics = evaluate(loaded, dst, split, batch_size=batch_size, eval_mode=eval_mode)
         return metrics[metric]
 
     candidate_score = score(candidate)
@@ -217,28 +211,26 @@ class PromoteOptions:
         for flag in ("name", "candidate", "data"):
             if not getattr(self, flag):
                 raise ValueError(f"--{flag} is required")
-        check_metric(self.metric)
+        get_metric(self.metric)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_options(parser, PromoteOptions, CommonOptions)
+    add_options(parser, PromoteOptions, StorageOptions, TrackingOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    opts, common = load_options(args, PromoteOptions, CommonOptions)
+    opts, storage, tracking = load_options(args, PromoteOptions, StorageOptions, TrackingOptions)
     device = resolve_device(opts.device)
-    import mlflow
-
-    mlflow.set_tracking_uri(resolve_tracking_uri(common.tracking_uri))
     decision = promote(
         opts.name,
         opts.candidate,
-        Location.parse(opts.data, common.storage_options),
+        Location.parse(opts.data, storage.storage_options),
         opts.split,
         opts.metric,
         opts.min_improvement,
         batch_size=opts.batch_size,
         eval_mode=opts.eval,
+        tracking_uri=resolve_tracking_uri(tracking.tracking_uri),
         device=device,
     )
     print(decision.summary())

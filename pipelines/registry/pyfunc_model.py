@@ -9,26 +9,19 @@ is loaded, and `pix2pix_core` travels with the model as its code path. It import
 numpy, mlflow and pix2pix_core only, so a serving machine needs neither Ray nor this
 project installed.
 
-The model's artifact `generator` is a folder with `generator.pt` (the state dict and its
-config, read with `weights_only=True`) and `generator.json` (the same config and the
-inference settings, readable without torch).
+The model's artifact `generator` is a `pix2pix_core.model_folder` (the weights with their
+config, read with `weights_only=True`, and the inference settings as JSON).
 """
 
 from __future__ import annotations
-
-import json
-import os
 
 import mlflow
 import numpy as np
 import torch
 
-from pix2pix_core.checkpoint import load_generator
+from pix2pix_core.model_folder import ARTIFACT, read_model_folder
 from pix2pix_core.transforms import resize, to_tensor, to_uint8
 
-ARTIFACT = "generator"  # the key in the model's `artifacts`
-WEIGHTS_FILE = "generator.pt"
-SETTINGS_FILE = "generator.json"
 # In eval mode images are independent and go EVAL_CHUNK at a time. In train mode (the
 # paper's inference: batch-norm statistics of the batch) each goes alone, so an output
 # never depends on which other images share its request.
@@ -73,13 +66,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     """pix2pix generator as a pyfunc: images in, translated images out."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        folder = context.artifacts[ARTIFACT]
-        with open(os.path.join(folder, WEIGHTS_FILE), "rb") as f:
-            module, config, _ = load_generator(f.read())
-        with open(os.path.join(folder, SETTINGS_FILE)) as f:
-            settings = json.load(f)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.module = module.to(self.device)
+        module, config, settings = read_model_folder(context.artifacts[ARTIFACT], self.device)
+        self.module = module
         self.size = int(settings["crop_size"])
         self.multiple = 2**config.depth
         self.eval_mode = bool(settings["eval_mode"])

@@ -10,37 +10,42 @@ fingerprint, the validation metrics and the git commit of the code that register
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 import pix2pix_core
 from pipelines.common.dataset import read_info
 from pipelines.common.errors import UserError
-from pipelines.common.models import LoadedGenerator, load_generator_from_uri
+from pipelines.common.models import LoadedGenerator, load_generator_from_uri, official_architecture
+from pipelines.common.names import Tag, judged
 from pipelines.common.storage import Location
-from pipelines.common.tracking import git_commit, setup_mlflow
-from pipelines.config.options import CommonOptions, add_options, load_options, option
+from pipelines.common.tracking import git_commit, open_run, setup_mlflow
+from pipelines.config.fields import option
+from pipelines.config.groups import (
+    ArchitectureOptions,
+    ExperimentOptions,
+    StorageOptions,
+    TrackingOptions,
+)
+from pipelines.config.loader import add_options, given, load_options
 from pipelines.registry import pyfunc_model
-from pipelines.registry.evaluation import METRICS, evaluate_model
-from pix2pix_core.checkpoint import save_generator
+from pipelines.registry.evaluation import evaluate
+from pix2pix_core.model_folder import ARTIFACT, write_model_folder
 
 MODEL_NAME_IN_RUN = "model"
-# What `pix2pix train` leaves on its MLflow run.
-RUN_CHECKPOINT_TAG = "pix2pix.best_checkpoint"
-RUN_FOLDER_TAG = "pix2pix.run_folder"
-RUN_FINGERPRINT_TAG = "pix2pix.dataset_fingerprint"
 INPUT_EXAMPLE_SIDE = 64
 
 
@@ -59,18 +64,16 @@ def input_example() -> np.ndarray:
 
 def pip_requirements() -> list[str]:
     """What the model needs at load time: the packages `pix2pix_core` and the pyfunc import."""
-    from importlib.metadata import version
-
     names = ["mlflow", "torch", "numpy", "torchmetrics"]
     return [f"{n}=={version(n).split('+')[0]}" for n in names]
 
 
 def _checkpoint_of_run(run: Any) -> str:
     """The best checkpoint of a finished training run, else its run folder (latest epoch)."""
-    url = run.data.tags.get(RUN_CHECKPOINT_TAG) or run.data.tags.get(RUN_FOLDER_TAG)
+    url = run.data.tags.get(Tag.BEST_CHECKPOINT) or run.data.tags.get(Tag.RUN_FOLDER)
     if not url:
         raise UserError(
-            f"run {run.info.run_id} records no checkpoint (tag {RUN_CHECKPOINT_TAG}); "
+            f"run {run.info.run_id} records no checkpoint (tag {Tag.BEST_CHECKPOINT}); "
             "give --checkpoint URL"
         )
     return url
@@ -86,15 +89,8 @@ def _run_or_none(client: MlflowClient, run_id: str | None) -> Any:
 
 
 def _val_metrics_of_run(run: Any) -> dict[str, float]:
-    """The run's last `val_L1`, `val_PSNR`, `val_SSIM` as {l1, psnr, ssim}."""
-    metrics = run.data.metrics if run is not None else {}
-    return {m: metrics[f"val_{m.upper()}"] for m in METRICS if f"val_{m.upper()}" in metrics}
-
-
-def metric_names(metrics: Mapping[str, float]) -> dict[str, float]:
-    """{l1, psnr, ssim} from keys as evaluate (`l1`) or training (`val_L1`) name them."""
-    named = {k.lower().removeprefix("val_"): float(v) for k, v in metrics.items()}
-    return {k: v for k, v in named.items() if k in METRICS}
+    """The run's last validation metrics as {l1, psnr, ssim}."""
+    return judged(run.data.metrics) if run is not None else {}
 
 
 @dataclass(frozen=True)
@@ -111,19 +107,15 @@ class Lineage:
             "source": self.source,
             "source_run_id": self.source_run_id or "",
             "dataset_fingerprint": self.dataset_fingerprint or "",
-            "git_commit": git_commit() or "",
+            Tag.GIT_COMMIT: git_commit() or "",
         }
         tags.update({f"val_{k}": repr(float(v)) for k, v in self.val_metrics.items()})
         return tags
 
 
 def write_model_files(folder: str, loaded: LoadedGenerator, lineage: Lineage) -> None:
-    """The `generator` artifact: state dict + config, and the settings as JSON."""
-    os.makedirs(folder, exist_ok=True)
-    # The same settings go into the weights file (the file alone rebuilds and runs the
-    # generator) and into JSON (readable without torch).
+    """The `generator` artifact: the generator and how to run it (pix2pix_core.model_folder)."""
     settings = {
-        "generator": loaded.config.to_dict(),
         "crop_size": loaded.crop_size,
         "eval_mode": loaded.eval_mode,
         "metadata": {
@@ -133,19 +125,12 @@ def write_model_files(folder: str, loaded: LoadedGenerator, lineage: Lineage) ->
             "val_metrics": dict(lineage.val_metrics),
         },
     }
-    with open(os.path.join(folder, pyfunc_model.WEIGHTS_FILE), "wb") as f:
-        extra = {k: v for k, v in settings.items() if k != "generator"}
-        f.write(save_generator(loaded.module, loaded.config, extra))
-    with open(os.path.join(folder, pyfunc_model.SETTINGS_FILE), "w") as f:
-        json.dump(settings, f, indent=2, sort_keys=True)
+    write_model_folder(folder, loaded.module, loaded.config, settings)
 
 
 def log_generator_model(loaded: LoadedGenerator, lineage: Lineage, run_id: str) -> str:
     """Log the pyfunc model into `run_id` (and its experiment's artifact store); returns
     its model URI. The run's status is left as it is."""
-    from mlflow.entities import LoggedModelStatus
-    from mlflow.models import Model
-
     client = MlflowClient()
     # Created explicitly: left to `Model.log`, the model would go to the active experiment
     # (the default one in a plain process), not to the run's.
@@ -158,7 +143,7 @@ def log_generator_model(loaded: LoadedGenerator, lineage: Lineage, run_id: str) 
     core_dir = os.path.dirname(os.path.abspath(pix2pix_core.__file__))
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            folder = os.path.join(tmp, pyfunc_model.ARTIFACT)
+            folder = os.path.join(tmp, ARTIFACT)
             write_model_files(folder, loaded, lineage)
             info = Model.log(
                 artifact_path=None,
@@ -167,7 +152,7 @@ def log_generator_model(loaded: LoadedGenerator, lineage: Lineage, run_id: str) 
                 run_id=run_id,
                 model_id=model.model_id,
                 python_model=os.path.abspath(pyfunc_model.__file__),
-                artifacts={pyfunc_model.ARTIFACT: folder},
+                artifacts={ARTIFACT: folder},
                 code_paths=[core_dir],
                 signature=model_signature(),
                 input_example=input_example(),
@@ -180,7 +165,7 @@ def log_generator_model(loaded: LoadedGenerator, lineage: Lineage, run_id: str) 
     return info.model_uri
 
 
-def register_generator(
+def register(
     name: str,
     checkpoint: str | None = None,
     *,
@@ -226,33 +211,31 @@ def register_generator(
     if data is not None and not isinstance(data, Location):
         data = Location.parse(data, storage_options)
     if val_metrics is None and data is not None:
-        val_metrics = evaluate_model(loaded, data, "val", batch_size=batch_size)
+        val_metrics = evaluate(loaded, data, "val", batch_size=batch_size)
     if val_metrics is None:
         val_metrics = meta.get("val_metrics") or _val_metrics_of_run(run)
     # The fingerprint of the data the model was trained on, as far as it is known.
     fingerprint = (
         dataset_fingerprint
         or meta.get("dataset_fingerprint")
-        or (run.data.tags.get(RUN_FINGERPRINT_TAG) if run is not None else None)
+        or (run.data.tags.get(Tag.DATASET_FINGERPRINT) if run is not None else None)
         or (read_info(data).get("fingerprint") if data is not None else None)
     )
     lineage = Lineage(
         source=checkpoint,
         source_run_id=run.info.run_id if run is not None else meta.get("source_run_id"),
         dataset_fingerprint=fingerprint,
-        val_metrics=metric_names(val_metrics),
+        val_metrics=judged(val_metrics),
     )
 
     if run is not None:
         model_uri = log_generator_model(loaded, lineage, run.info.run_id)
     else:
-        with mlflow.start_run(
-            experiment_id=setup_mlflow(mlflow.get_tracking_uri(), experiment),
-            run_name=f"register-{name}",
-            tags={"pix2pix.verb": "register"},
-            nested=mlflow.active_run() is not None,
-        ) as new_run:
-            model_uri = log_generator_model(loaded, lineage, new_run.info.run_id)
+        tracked = open_run(
+            mlflow.get_tracking_uri(), experiment, f"register-{name}", tags={Tag.VERB: "register"}
+        )
+        model_uri = log_generator_model(loaded, lineage, tracked.run_id)
+        client.set_terminated(tracked.run_id, status="FINISHED")
     return mlflow.register_model(model_uri, name, tags=lineage.tags())
 
 
@@ -280,21 +263,34 @@ class RegisterOptions:
             raise ValueError("give --checkpoint URL or --run RUN_ID")
 
 
+OPTION_GROUPS = (
+    RegisterOptions,
+    ArchitectureOptions,
+    StorageOptions,
+    TrackingOptions,
+    ExperimentOptions,
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_options(parser, RegisterOptions, CommonOptions)
+    add_options(parser, *OPTION_GROUPS)
 
 
 def run(args: argparse.Namespace) -> int:
-    opts, common = load_options(args, RegisterOptions, CommonOptions)
-    setup_mlflow(common.tracking_uri, common.experiment)
-    mv = register_generator(
+    opts, architecture, storage, tracking, experiment = load_options(args, *OPTION_GROUPS)
+    setup_mlflow(tracking.tracking_uri, experiment.experiment)
+    official = official_architecture(
+        opts.checkpoint or "", architecture.generator_config(), given(args, ArchitectureOptions)
+    )
+    mv = register(
         opts.name,
         opts.checkpoint,
         run_id=opts.run,
-        storage_options=common.storage_options,
+        storage_options=storage.storage_options,
+        official=official,
         data=opts.data,
         eval_mode=opts.eval,
-        experiment=common.experiment,
+        experiment=experiment.experiment,
     )
     metrics = ", ".join(f"{k}={v}" for k, v in mv.tags.items() if k.startswith("val_"))
     print(f"registered {mv.name} version {mv.version} ({metrics or 'no val metrics'})")

@@ -20,22 +20,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipelines.common.storage import Location
-from pipelines.common.tracking import git_commit, setup_mlflow
+from mlflow import MlflowClient
 
-RECORD_FILE = "retrain.json"
-RUN_FOLDER_TAG = "pix2pix.run_folder"  # the same tag `pix2pix train` puts on its runs
-RUN_RECORD_TAG = "pix2pix.run_record"
+from pipelines.common.names import File, Tag
+from pipelines.common.storage import Location
+from pipelines.common.tracking import open_run
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _param(key: str, value: Any):
-    from mlflow.entities import Param
-
-    return Param(key, str(value)[:6000])
 
 
 class RetrainRecord:
@@ -43,7 +36,7 @@ class RetrainRecord:
 
     def __init__(self, run_dir: Location, *, tracking_uri: str, experiment: str):
         self.run_dir = run_dir
-        self.location = run_dir.join(RECORD_FILE)
+        self.location = run_dir.join(File.RETRAIN_RECORD)
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.data: dict[str, Any] = self.location.read_json() if self.location.exists() else {}
@@ -55,64 +48,55 @@ class RetrainRecord:
 
     def open(self, run_name: str, source: str, params: Mapping[str, Any]) -> str:
         """Continue the unfinished invocation or start one; returns its parent run id."""
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        experiment_id = setup_mlflow(self.tracking_uri, self.experiment)
-        client = MlflowClient(self.tracking_uri)
         invocations = self.data.setdefault("invocations", [])
         last = invocations[-1] if invocations else None
-        if last and last.get("status") != "done" and last.get("tracking_uri") == self.tracking_uri:
-            try:
-                client.update_run(last["parent_run_id"], status="RUNNING")
-                last.update(status="running", attempts=last.get("attempts", 1) + 1)
-                last.update(finished_at=None, summary=None)
-                self.invocation = last
-                self._write(run_name, source)
-                return self.parent_run_id
-            except MlflowException:
-                pass  # the run is gone from this store: open a new one
-        run = client.create_run(
-            experiment_id,
-            run_name=run_name,
-            tags={
-                "pix2pix.verb": "retrain",
-                RUN_FOLDER_TAG: self.run_dir.url,
-                RUN_RECORD_TAG: self.location.url,
-                "pix2pix.source": source,
-                "git_commit": git_commit() or "unknown",
-            },
+        unfinished = (
+            last and last.get("status") != "done" and last.get("tracking_uri") == self.tracking_uri
         )
-        client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in sorted(params.items())])
-        self.invocation = {
-            "parent_run_id": run.info.run_id,
-            "experiment_id": experiment_id,
-            "tracking_uri": self.tracking_uri,
-            "status": "running",
-            "attempts": 1,
-            "started_at": _now(),
-            "finished_at": None,
-            "steps": {},
-            "summary": None,
-        }
-        invocations.append(self.invocation)
+        tracked = open_run(
+            self.tracking_uri,
+            self.experiment,
+            run_name,
+            params=params,
+            tags={
+                Tag.VERB: "retrain",
+                Tag.RUN_FOLDER: self.run_dir.url,
+                Tag.RUN_RECORD: self.location.url,
+                Tag.SOURCE: source,
+            },
+            resume_run_id=last["parent_run_id"] if unfinished else None,
+        )
+        if tracked.resumed:
+            last.update(status="running", attempts=last.get("attempts", 1) + 1)
+            last.update(finished_at=None, summary=None)
+            self.invocation = last
+        else:
+            self.invocation = {
+                "parent_run_id": tracked.run_id,
+                "experiment_id": tracked.experiment_id,
+                "tracking_uri": self.tracking_uri,
+                "status": "running",
+                "attempts": 1,
+                "started_at": _now(),
+                "finished_at": None,
+                "steps": {},
+                "summary": None,
+            }
+            invocations.append(self.invocation)
         self._write(run_name, source)
         return self.parent_run_id
 
     def step(self, name: str, outcome: str) -> None:
         """Note a step's outcome (ran | skipped) in the record and on the parent run."""
-        from mlflow import MlflowClient
-
         self.invocation["steps"][name] = outcome
         self.location.write_json(self.data)
-        MlflowClient(self.tracking_uri).set_tag(self.parent_run_id, f"step.{name}", outcome)
+        client = MlflowClient(self.tracking_uri)
+        client.set_tag(self.parent_run_id, f"{Tag.STEP_PREFIX}{name}", outcome)
 
     def close(self, status: str, summary: str) -> None:
         """End the invocation: `done` or `failed`, with its one-line summary."""
-        from mlflow import MlflowClient
-
         client = MlflowClient(self.tracking_uri)
-        client.set_tag(self.parent_run_id, "pix2pix.summary", summary[:5000])
+        client.set_tag(self.parent_run_id, Tag.SUMMARY, summary[:5000])
         status_name = "FINISHED" if status == "done" else "FAILED"
         client.set_terminated(self.parent_run_id, status=status_name)
         self.invocation.update(status=status, finished_at=_now(), summary=summary)

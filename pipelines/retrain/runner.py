@@ -37,9 +37,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.common.errors import UserError
+from pipelines.common.names import File
 from pipelines.common.storage import Location
 
-RECORD_NAME = "step.json"
+RECORD_NAME = File.STEP_RECORD
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # The tail of a traceback is where the cause is; records stay small enough to read.
 _MAX_TRACEBACK_CHARS = 20_000

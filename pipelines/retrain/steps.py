@@ -8,21 +8,29 @@ What a step returns is what its `step.json` keeps and what a skipped step hands 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.common.storage import Location
-from pipelines.config.options import CommonOptions, ModelOptions
-from pipelines.prepare.job import PrepareOptions
-from pipelines.retrain.runner import fingerprint
-from pipelines.train.options import TrainOptions
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
-# How a registered version knows which retrain run and which checkpoint it is, so that a
-# register step that crashed after registering does not register a second version.
-REGISTER_KEY_TAG = "retrain.register_key"
-RUN_FOLDER_TAG = "retrain.run_folder"
-PARENT_RUN_TAG = "retrain.parent_run_id"
+from pipelines.common.dataset import split_fingerprint
+from pipelines.common.models import load_generator_from_uri
+from pipelines.common.names import Tag, judged
+from pipelines.common.ray_runtime import init_ray
+from pipelines.common.storage import Location
+from pipelines.common.tracking import log_metrics, setup_mlflow
+from pipelines.config.groups import CommonOptions
+from pipelines.prepare import PrepareOptions
+from pipelines.prepare import prepare as prepare_data
+from pipelines.registry import evaluate as evaluate_model
+from pipelines.registry import promote as promote_version
+from pipelines.registry import register as register_model
+from pipelines.retrain.runner import fingerprint
+from pipelines.train import TrainConfig
+from pipelines.train import train as train_model
+from pipelines.tune import TuneOptions
+from pipelines.tune import tune as tune_sweep
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,8 +41,7 @@ class RetrainPlan:
     run_dir: Location  # STORAGE_PATH/RUN_NAME
     source: Location
     prepare: PrepareOptions
-    model: ModelOptions
-    train: TrainOptions
+    train: TrainConfig
     common: CommonOptions  # tracking URI resolved, storage path absolute
     parent_run_id: str
     name: str  # the registered model
@@ -49,28 +56,15 @@ class RetrainPlan:
         return self.run_dir.join("prepare", "dataset")
 
     def init_ray(self) -> None:
-        from pipelines.common.ray_runtime import init_ray
-
         init_ray(self.ray_address)
 
 
-def _val_metrics(best_metrics: dict[str, float]) -> dict[str, float]:
-    """Train's `val_L1`, `val_PSNR`, `val_SSIM` -> {l1, psnr, ssim}."""
-    names = {"val_L1": "l1", "val_PSNR": "psnr", "val_SSIM": "ssim"}
-    return {names[k]: float(v) for k, v in best_metrics.items() if k in names}
-
-
-# --------------------------------------------------------------------------------------
-# prepare
-# --------------------------------------------------------------------------------------
+# -- prepare -----------------------------------------------------------------------------
 
 
 def prepare(plan: RetrainPlan) -> dict[str, Any]:
-    from pipelines.prepare.job import prepare_dataset
-
     plan.init_ray()
-    opts = plan.prepare
-    summary = prepare_dataset(plan.source, plan.data, **dataclasses.asdict(opts))
+    summary = prepare_data(plan.source, plan.data, plan.prepare)
     print(summary.line, flush=True)
     return {
         "outputs": {"data": summary.dst},
@@ -84,9 +78,7 @@ def prepare(plan: RetrainPlan) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------------------
-# train | tune
-# --------------------------------------------------------------------------------------
+# -- train | tune ------------------------------------------------------------------------
 
 
 def training_name(plan: RetrainPlan, upstream_fingerprint: str, settings: Any) -> str:
@@ -96,19 +88,21 @@ def training_name(plan: RetrainPlan, upstream_fingerprint: str, settings: Any) -
     return f"{plan.run_name}-{digest}"
 
 
+def _in(plan: RetrainPlan, folder: str, name: str) -> tuple[TrainConfig, CommonOptions]:
+    """The training settings on the prepared data, and a run `name` under RUN_FOLDER/folder."""
+    common = dataclasses.replace(
+        plan.common, storage_path=plan.run_dir.join(folder).url, run_name=name
+    )
+    return plan.train.replace(data=plan.data.url), common
+
+
 def train(
     plan: RetrainPlan, name: str, *, fault_hook: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    from pipelines.train.driver import train as train_run
-
     plan.init_ray()
-    common = dataclasses.replace(
-        plan.common, storage_path=plan.run_dir.join("train").url, run_name=name
-    )
-    opts = dataclasses.replace(plan.train, data=plan.data.url)
-    result = train_run(
-        plan.model,
-        opts,
+    cfg, common = _in(plan, "train", name)
+    result = train_model(
+        cfg,
         common,
         parent_run_id=plan.parent_run_id,
         ray_address=plan.ray_address,
@@ -117,34 +111,24 @@ def train(
     return {
         "outputs": {"checkpoint": result.best_checkpoint, "run_folder": result.run_folder},
         "metrics": result.best_metrics,
-        "val": _val_metrics(result.best_metrics),
+        "val": judged(result.best_metrics),
         "mlflow_run_id": result.mlflow_run_id,
         "epochs": result.epochs,
         "resumed_from_epoch": result.metrics.get("resumed_from_epoch"),
     }
 
 
-def tune(plan: RetrainPlan, name: str, sweep: Any) -> dict[str, Any]:
+def tune(plan: RetrainPlan, name: str, sweep: TuneOptions) -> dict[str, Any]:
     """The sweep instead of one training run; its best trial goes on."""
-    from pipelines.tune.sweep import tune as tune_run
-
     plan.init_ray()
-    common = dataclasses.replace(
-        plan.common, storage_path=plan.run_dir.join("tune").url, run_name=name
-    )
-    opts = dataclasses.replace(plan.train, data=plan.data.url)
-    result = tune_run(
-        plan.model,
-        opts,
-        common,
-        sweep,
-        ray_address=plan.ray_address,
-        parent_run_id=plan.parent_run_id,
+    cfg, common = _in(plan, "tune", name)
+    result = tune_sweep(
+        cfg, sweep, common, ray_address=plan.ray_address, parent_run_id=plan.parent_run_id
     )
     return {
         "outputs": {"checkpoint": result.best_checkpoint, "sweep_folder": result.sweep_folder},
         "metrics": result.best_metrics,
-        "val": _val_metrics(result.best_metrics),
+        "val": judged(result.best_metrics),
         "mlflow_run_id": result.best_run_id,
         "sweep_run_id": result.parent_run_id,
         "best_config": result.best_config,
@@ -152,26 +136,17 @@ def tune(plan: RetrainPlan, name: str, sweep: Any) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------------------
-# evaluate, register, promote
-# --------------------------------------------------------------------------------------
+# -- evaluate, register, promote ---------------------------------------------------------
 
 
 def evaluate(plan: RetrainPlan, checkpoint: str, split: str, run_id: str | None) -> dict:
     """The metrics of `checkpoint` on `split`, logged on its training run and the parent."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    from pipelines.common.models import load_generator_from_uri
-    from pipelines.registry.evaluation import evaluate_model, split_fingerprint
-
     loaded = load_generator_from_uri(checkpoint, storage_options=plan.common.storage_options)
     metrics = evaluate_model(loaded, plan.data, split, batch_size=plan.eval_batch_size)
     client = MlflowClient(plan.common.tracking_uri)
-    stamp = int(time.time() * 1000)
-    logged = [Metric(f"{split}_{k}", v, stamp, 0) for k, v in metrics.items()]
+    logged = {f"{split}_{k}": v for k, v in metrics.items()}
     for target in {run_id, plan.parent_run_id} - {None, ""}:
-        client.log_batch(target, metrics=logged)
+        log_metrics(client, target, logged)
     return {
         "metrics": metrics,
         "split": split,
@@ -181,11 +156,6 @@ def evaluate(plan: RetrainPlan, checkpoint: str, split: str, run_id: str | None)
 
 def register(plan: RetrainPlan, trained: dict[str, Any], evaluated: dict[str, Any]) -> dict:
     """A new version of the registered model, once per checkpoint of this run."""
-    from mlflow import MlflowClient
-
-    from pipelines.common.tracking import setup_mlflow
-    from pipelines.registry.registration import register_generator
-
     setup_mlflow(plan.common.tracking_uri, plan.common.experiment)
     client = MlflowClient(plan.common.tracking_uri)
     checkpoint = trained["outputs"]["checkpoint"]
@@ -195,7 +165,7 @@ def register(plan: RetrainPlan, trained: dict[str, Any], evaluated: dict[str, An
         print(f"{plan.name} version {existing} was registered from {checkpoint} already")
         version = existing
     else:
-        mv = register_generator(
+        mv = register_model(
             plan.name,
             checkpoint,
             run_id=trained.get("mlflow_run_id") or None,
@@ -207,9 +177,9 @@ def register(plan: RetrainPlan, trained: dict[str, Any], evaluated: dict[str, An
         version = str(mv.version)
     split = evaluated["split"]
     tags = {
-        REGISTER_KEY_TAG: key,
-        RUN_FOLDER_TAG: plan.run_dir.url,
-        PARENT_RUN_TAG: plan.parent_run_id,
+        Tag.REGISTER_KEY: key,
+        Tag.RETRAIN_RUN_FOLDER: plan.run_dir.url,
+        Tag.RETRAIN_PARENT_RUN: plan.parent_run_id,
         **{f"{split}_{k}": repr(float(v)) for k, v in evaluated["metrics"].items()},
     }
     for tag, value in tags.items():
@@ -221,12 +191,10 @@ def register(plan: RetrainPlan, trained: dict[str, Any], evaluated: dict[str, An
     }
 
 
-def _version_with_key(client: Any, name: str, key: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
+def _version_with_key(client: MlflowClient, name: str, key: str) -> str | None:
     try:
         found = client.search_model_versions(
-            f"name = '{name}' and tags.`{REGISTER_KEY_TAG}` = '{key}'"
+            f"name = '{name}' and tags.`{Tag.REGISTER_KEY}` = '{key}'"
         )
     except MlflowException:
         return None  # no such registered model yet
@@ -234,8 +202,6 @@ def _version_with_key(client: Any, name: str, key: str) -> str | None:
 
 
 def promote(plan: RetrainPlan, version: str, split: str) -> dict[str, Any]:
-    from pipelines.registry.promotion import promote as promote_version
-
     decision = promote_version(
         plan.name,
         version,
@@ -247,11 +213,10 @@ def promote(plan: RetrainPlan, version: str, split: str) -> dict[str, Any]:
         tracking_uri=plan.common.tracking_uri,
     )
     print(decision.summary(), flush=True)
-    record = dataclasses.asdict(decision)
     return {
         "outputs": {"model": f"models:/{plan.name}/{version}"},
         "metrics": {f"candidate_{plan.metric}": decision.candidate_score},
         "promoted": decision.promoted,
-        "decision": record,
+        "decision": dataclasses.asdict(decision),
         "summary": decision.summary(),
     }

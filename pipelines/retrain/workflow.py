@@ -15,13 +15,7 @@ data skips every step, starts no Ray and says so. A crash in training reruns the
 step, and training continues from its last checkpoint (its run name comes from the data
 and the settings, so the rerun finds it).
 
-The config is one flat YAML of the verbs' flags. Where two verbs share a name:
-  metric      one key: picks the sweep's best trial and decides the promotion
-  seed        one key: the val carving of prepare and the training seed
-  batch_size  training's; evaluation and promotion use `eval_batch_size`
-  eval        training's (validation mode); evaluation runs the model the way it was
-              saved, which is that same setting
-  data        not a key: the data is what prepare makes from `source`
+The config is one flat YAML of the verbs' flags (`pipelines.retrain.options`).
 """
 
 from __future__ import annotations
@@ -31,83 +25,25 @@ import dataclasses
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from mlflow import MlflowClient
 
 from pipelines.common.errors import UserError
 from pipelines.common.storage import Location
-from pipelines.config.options import (
-    CommonOptions,
-    ModelOptions,
-    RayOptions,
-    add_options,
-    load_options,
-    option,
-    options_dict,
-    read_yaml,
-)
-from pipelines.prepare.job import PrepareOptions
+from pipelines.common.tracking import resolve_tracking_uri
+from pipelines.config.fields import flat, learned
+from pipelines.config.loader import add_options, read_yaml
+from pipelines.prepare.sources import source_fingerprint
+from pipelines.registry.promotion import current_champion
 from pipelines.retrain import steps as retrain_steps
+from pipelines.retrain.options import OPTION_GROUPS, RetrainConfig, load_config
 from pipelines.retrain.record import RetrainRecord
 from pipelines.retrain.runner import StepRunner
 from pipelines.retrain.steps import RetrainPlan
-from pipelines.train.options import EXECUTION_ONLY, TrainOptions
-from pipelines.tune.sweep import TuneOptions
-
-
-@dataclass(frozen=True, kw_only=True)
-class RetrainOptions:
-    """The workflow: the raw data, the registered model, the promotion gate."""
-
-    source: str | None = option(
-        None,
-        "the raw A/B image pairs: a folder URL or a manifest file (prepare's SRC)",
-        required=True,
-    )
-    name: str = option("pix2pix", "registered model; its `champion` alias moves only on evidence")
-    min_improvement: float = option(
-        0.0, "margin a new model must beat the champion by, in units of --metric"
-    )
-    eval_batch_size: int = option(16, "images per forward in evaluate and promote")
-
-    def __post_init__(self) -> None:
-        if not self.source:
-            raise ValueError("source is required: the raw image pairs to prepare (a URL)")
-        if not self.name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise ValueError(f"name must be letters, digits, '.', '_', '-', got {self.name!r}")
-        if not self.min_improvement >= 0:
-            raise ValueError(f"min_improvement must be >= 0, got {self.min_improvement!r}")
-        if self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be positive, got {self.eval_batch_size!r}")
-
-
-OPTION_GROUPS = (
-    RetrainOptions,
-    PrepareOptions,
-    ModelOptions,
-    TrainOptions,
-    TuneOptions,
-    CommonOptions,
-    RayOptions,
-)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RetrainConfig:
-    """Every setting of one retrain run, as `--config` and the flags give them."""
-
-    retrain: RetrainOptions
-    prepare: PrepareOptions = field(default_factory=PrepareOptions)
-    model: ModelOptions = field(default_factory=ModelOptions)
-    train: TrainOptions = field(default_factory=TrainOptions)
-    tune: TuneOptions = field(default_factory=TuneOptions)
-    common: CommonOptions = field(default_factory=CommonOptions)
-    ray_address: str | None = None
-
-    @property
-    def sweeps(self) -> bool:
-        """A search space in the config makes the train step a sweep."""
-        return bool(self.tune.search_space)
+from pipelines.train.plan import check_run_name, check_shapes
+from pipelines.tune.search import load_space
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,46 +94,27 @@ def default_run_name(source: Location) -> str:
 
 def _check(cfg: RetrainConfig) -> None:
     """What would fail a later step, checked before the first one starts."""
-    if cfg.train.data:
+    if cfg.train.train.data:
         raise UserError(
-            f"data {cfg.train.data!r}: retrain prepares its own data from `source`; "
+            f"data {cfg.train.train.data!r}: retrain prepares its own data from `source`; "
             "remove `data` from the config"
         )
-    cfg.model.validate()
-    crop, load = cfg.train.crop_size, cfg.prepare.load_size
+    cfg.train.validate()
+    crop, load = cfg.train.train.crop_size, cfg.prepare.load_size
     if crop > load:
         raise UserError(f"crop_size {crop} is larger than load_size {load}; crops come from it")
-    depth = cfg.model.generator_config().depth
-    if crop % 2**depth:
-        raise UserError(
-            f"crop_size {crop} must be divisible by 2^{depth} = {2**depth} for the U-Net of "
-            f"depth {depth} ({cfg.model.netG}, num_downs {cfg.model.num_downs})"
-        )
-    from pipelines.train.driver import check_discriminator
-
-    check_discriminator(cfg.model, cfg.train)
+    check_shapes(cfg.train)
 
 
 def _train_settings(cfg: RetrainConfig) -> dict[str, Any]:
     """What a training run learns from; options that only change how it runs are left out,
     so changing them (GPUs, retries) does not retrain a finished model."""
-    from pipelines.train.driver import MODEL_EXECUTION_ONLY
-
-    model = dataclasses.asdict(cfg.model)
-    train = dataclasses.asdict(cfg.train)
-    model = {k: v for k, v in model.items() if k not in MODEL_EXECUTION_ONLY}
-    train = {k: v for k, v in train.items() if k not in EXECUTION_ONLY | {"data"}}
-    return {"model": model, "train": train}
+    return cfg.train.learned()
 
 
 def _sweep_settings(cfg: RetrainConfig) -> dict[str, Any]:
-    sweep = {
-        k: v
-        for k, v in dataclasses.asdict(cfg.tune).items()
-        if k not in ("search_space", "max_concurrent_trials")
-    }
     # The space's content, not its path: an edited file makes a new sweep.
-    return {"sweep": sweep, "space": read_yaml(cfg.tune.search_space)}
+    return {"sweep": learned(cfg.tune), "space": read_yaml(cfg.tune.search_space)}
 
 
 class _Steps:
@@ -227,30 +144,23 @@ class _Steps:
 
 def _open(cfg: RetrainConfig) -> tuple[RetrainPlan, RetrainRecord, str]:
     """Check the config, list the source, open the invocation: (plan, record, listing)."""
-    from pipelines.common.tracking import resolve_tracking_uri
-    from pipelines.prepare.sources import source_fingerprint
-
     _check(cfg)
     options = cfg.common.storage_options
     source = Location.parse(cfg.retrain.source, options)
     storage = Location.parse(cfg.common.storage_path, options)
-    run_name = cfg.common.run_name or default_run_name(source)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
-        raise UserError(f"run_name {run_name!r}: use letters, digits, '.', '_', '-'")
+    run_name = check_run_name(cfg.common.run_name or default_run_name(source), "run_name")
     run_dir = storage.join(run_name)
     tracking_uri = resolve_tracking_uri(cfg.common.tracking_uri)
     common = dataclasses.replace(
         cfg.common, storage_path=storage.url, run_name=run_name, tracking_uri=tracking_uri
     )
     if cfg.sweeps:
-        from pipelines.tune.sweep import load_space
-
-        load_space(cfg.tune, cfg.model, cfg.train)  # a missing or bad file fails here
+        load_space(cfg.tune, cfg.train)  # a missing or bad file fails here
     # Listing SOURCE is the one thing every run does: it tells whether the data changed.
     listing = source_fingerprint(source, cfg.prepare.layout)
 
     record = RetrainRecord(run_dir, tracking_uri=tracking_uri, experiment=common.experiment)
-    params = options_dict(cfg.retrain, cfg.prepare, cfg.model, cfg.train)
+    params = flat(cfg.retrain, cfg.prepare, *cfg.train.groups)
     if cfg.sweeps:
         params |= {f"tune.{k}": v for k, v in dataclasses.asdict(cfg.tune).items()}
     parent_run_id = record.open(run_name, source.url, params)
@@ -264,7 +174,6 @@ def _open(cfg: RetrainConfig) -> tuple[RetrainPlan, RetrainRecord, str]:
         run_dir=run_dir,
         source=source,
         prepare=cfg.prepare,
-        model=cfg.model,
         train=cfg.train,
         common=common,
         parent_run_id=parent_run_id,
@@ -355,10 +264,6 @@ def retrain(cfg: RetrainConfig, *, fault_hook: dict[str, Any] | None = None) -> 
     `fault_hook` is passed to training, for the fault-tolerance tests (see
     `pipelines.train.faults`).
     """
-    from mlflow import MlflowClient
-
-    from pipelines.registry.promotion import current_champion
-
     started = time.monotonic()
     plan, record, listing = _open(cfg)
     run = _Steps(plan.run_dir, record)
@@ -396,19 +301,6 @@ def _brief(err: BaseException) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Training's --data is what retrain's prepare step makes from `source`.
     add_options(parser, *OPTION_GROUPS, exclude=frozenset({"data"}))
-
-
-def load_config(args: argparse.Namespace) -> RetrainConfig:
-    retrain_opts, prepare, model, train, tune, common, ray_opts = load_options(args, *OPTION_GROUPS)
-    return RetrainConfig(
-        retrain=retrain_opts,
-        prepare=prepare,
-        model=model,
-        train=train,
-        tune=tune,
-        common=common,
-        ray_address=ray_opts.ray_address,
-    )
 
 
 def run(args: argparse.Namespace, *, fault_hook: dict[str, Any] | None = None) -> int:

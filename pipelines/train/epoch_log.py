@@ -7,47 +7,46 @@ prints one progress line. No other rank talks to MLflow.
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any
 
 import numpy as np
+from mlflow import MlflowClient
 
+from pipelines.common.names import METRICS, VAL_FID, Tag
 from pipelines.common.text import duration
+from pipelines.common.tracking import log_metrics
+from pix2pix_core import Pix2Pix
+from pix2pix_core.training import LOSS_NAMES
 
-LOSSES = ("G_GAN", "G_L1", "D_real", "D_fake")
-VAL_METRICS = ("val_L1", "val_PSNR", "val_SSIM", "val_FID")
+# (reported name, label, decimals) of the validation metrics on the progress line
+_SHOWN = (
+    (METRICS["l1"].reported, "L1", 4),
+    (METRICS["psnr"].reported, "PSNR", 2),
+    (METRICS["ssim"].reported, "SSIM", 3),
+    (VAL_FID, "FID", 1),
+)
 
 
 class EpochLogger:
     """Rank 0's MLflow client for one run."""
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
-        from mlflow import MlflowClient
-
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
 
-    def tag_execution(self, model: Any) -> None:
+    def tag_execution(self, model: Pix2Pix) -> None:
         """How rank 0 ran the step: the auto switches resolve on each worker's device."""
         tags = {
-            "pix2pix.device": str(model.device),
-            "pix2pix.precision": "bf16 autocast" if model.autocast else "fp32",
-            "pix2pix.channels_last": str(model.channels_last),
+            Tag.DEVICE: str(model.device),
+            Tag.PRECISION: "bf16 autocast" if model.autocast else "fp32",
+            Tag.CHANNELS_LAST: str(model.channels_last),
         }
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
 
     def log(self, epoch: int, metrics: dict[str, float], grid: np.ndarray | None) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(key, float(value), now, epoch)
-            for key, value in metrics.items()
-            if isinstance(value, (int, float)) and key != "epoch" and math.isfinite(value)
-        ]
-        self.client.log_batch(self.run_id, metrics=batch)
+        values = {k: v for k, v in metrics.items() if k != "epoch"}
+        log_metrics(self.client, self.run_id, values, step=epoch)
         if grid is not None:
             self.client.log_image(self.run_id, grid, artifact_file=grid_artifact(epoch))
 
@@ -66,14 +65,9 @@ def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.nda
 
 def progress_line(epoch: int, total: int, metrics: dict[str, Any], eta_s: float) -> str:
     """One line per epoch: losses, validation metrics, throughput, time left."""
-    losses = " ".join(f"{k} {metrics[k]:.3f}" for k in LOSSES if k in metrics)
-    val = [
-        f"L1 {metrics['val_L1']:.4f}" if "val_L1" in metrics else "",
-        f"PSNR {metrics['val_PSNR']:.2f}" if "val_PSNR" in metrics else "",
-        f"SSIM {metrics['val_SSIM']:.3f}" if "val_SSIM" in metrics else "",
-        f"FID {metrics['val_FID']:.1f}" if "val_FID" in metrics else "",
-    ]
+    losses = " ".join(f"{k} {metrics[k]:.3f}" for k in LOSS_NAMES if k in metrics)
+    val = " ".join(f"{label} {metrics[key]:.{d}f}" for key, label, d in _SHOWN if key in metrics)
     return (
-        f"epoch {epoch}/{total} | {losses} | val {' '.join(v for v in val if v)} | "
+        f"epoch {epoch}/{total} | {losses} | val {val} | "
         f"{metrics.get('images_per_s', 0.0):.1f} img/s | ETA {duration(eta_s)}"
     )

@@ -13,6 +13,8 @@ import os
 import time
 from typing import Any
 
+import ray.train
+
 
 def maybe_wait_to_be_killed(hook: dict[str, Any] | None, *, epoch: int, rank: int) -> None:
     if not hook or hook.get("epoch") != epoch or hook.get("rank", 0) != rank:
@@ -20,8 +22,6 @@ def maybe_wait_to_be_killed(hook: dict[str, Any] | None, *, epoch: int, rank: in
     path = hook["pid_file"]
     if os.path.exists(path):
         return
-    import ray.train
-
     # A report is registered by the controller asynchronously; without this, a crash
     # right after a report could resume from the checkpoint before it.
     ray.train.get_all_reported_checkpoints()

@@ -25,9 +25,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import torch
+import torch.distributed as dist
 
 from pipelines.common.dataset import split_location
-from pipelines.common.images import decode_stored as decode_image
+from pipelines.common.images import decode_stored
 from pipelines.common.storage import Location
 from pix2pix_core import ImageMetrics, Pix2Pix, resize, to_tensor, to_uint8
 
@@ -47,8 +48,8 @@ def read_val_pairs(data: Location, limit: int | None = None) -> list[EncodedPair
 
 
 def _decode(pairs: list[EncodedPair], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    a = np.stack([decode_image(x) for x, _ in pairs])
-    b = np.stack([decode_image(y) for _, y in pairs])
+    a = np.stack([decode_stored(x) for x, _ in pairs])
+    b = np.stack([decode_stored(y) for _, y in pairs])
     return to_tensor(torch.from_numpy(a).to(device)), to_tensor(torch.from_numpy(b).to(device))
 
 
@@ -96,8 +97,6 @@ def validate(
 
 def _gather_rows(rows: list, rank: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The grid rows of every rank, on rank 0, in val order (a collective)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         gathered: list | None = [None] * dist.get_world_size() if rank == 0 else None
         dist.gather_object(rows, gathered, dst=0)
@@ -116,6 +115,7 @@ def load_fid_features(url: str | None, storage_options: dict[str, Any], device: 
 def _fid(features: torch.nn.Module | None, device: torch.device):
     if features is None:
         return None
+    # Only with --fid_weights: torchmetrics.image takes seconds to import.
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     # normalize=True: images arrive as floats in [0, 1], the extractor gets uint8.
@@ -124,8 +124,6 @@ def _fid(features: torch.nn.Module | None, device: torch.device):
 
 def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """The mean of each value over all ranks (a collective; identity without a group)."""
-    import torch.distributed as dist
-
     if not values or not (dist.is_available() and dist.is_initialized()):
         return dict(values)
     keys = sorted(values)
@@ -136,8 +134,6 @@ def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[st
 
 
 def sum_across_ranks(value: float, device: torch.device) -> float:
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         return float(value)
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)

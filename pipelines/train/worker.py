@@ -14,12 +14,18 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import ray
+import ray.train
+import ray.train.torch
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from pipelines.common import checkpoints
-from pipelines.config.options import ModelOptions
+from pipelines.common.names import epoch_dir
+from pipelines.common.ray_runtime import quiet_ray_logs
 from pipelines.train.epoch_log import EpochLogger, progress_line, sample_grid
 from pipelines.train.faults import maybe_wait_to_be_killed
 from pipelines.train.options import TrainOptions
@@ -29,7 +35,14 @@ from pipelines.train.validation import (
     sum_across_ranks,
     validate,
 )
-from pix2pix_core import Pix2Pix, paired_random_jitter, to_tensor
+from pix2pix_core import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    Pix2Pix,
+    TrainingConfig,
+    paired_random_jitter,
+    to_tensor,
+)
 from pix2pix_core.memory import retain_freed_memory
 from pix2pix_core.training import LOSS_NAMES
 
@@ -37,55 +50,66 @@ from pix2pix_core.training import LOSS_NAMES
 SHUFFLE_BUFFER = 64
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainJob:
+    """Everything a worker needs, settled by the driver: the configs the model is built
+    from, the loop's options, and where the run lives and is tracked."""
+
+    generator: GeneratorConfig
+    discriminator: DiscriminatorConfig
+    training: TrainingConfig
+    options: TrainOptions
+    all_options: dict[str, Any]  # every option by flag name, recorded in each checkpoint
+    run_name: str
+    run_folder: str  # URL
+    storage_options: dict[str, Any]
+    dataset: dict[str, Any]  # url, fingerprint, load_size, direction
+    tracking_uri: str
+    mlflow_run_id: str
+    val_pairs: Any  # ray.ObjectRef of the encoded val pairs
+    fault_hook: dict[str, Any] | None = None
+
+    @property
+    def total_epochs(self) -> int:
+        return self.training.n_epochs + self.training.n_epochs_decay
+
+
 def train_fn_per_worker(config: dict[str, Any]) -> None:
-    import ray
-    import ray.train
-    import ray.train.torch
-
-    from pipelines.common.ray_runtime import quiet_ray_logs
-
+    """Ray Train's entry point: `config["job"]` is the run's `TrainJob`."""
+    job: TrainJob = config["job"]
+    opts = job.options
     quiet_ray_logs()
     retain_freed_memory()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    model_opts = ModelOptions(**config["model"])
-    opts = TrainOptions(**config["options"])
     device = ray.train.torch.get_device()
     _setup_device(device, ctx.get_local_world_size())
 
     # 1. model and where it starts
-    model = Pix2Pix(
-        model_opts.generator_config(),
-        model_opts.discriminator_config(),
-        device,
-        seed=opts.seed,
-        **model_opts.training_config().to_dict(),
-    )
-    start = restore(model, config, ray.train.get_checkpoint())
+    model = Pix2Pix(job.generator, job.discriminator, device, seed=opts.seed, training=job.training)
+    start = restore(model, job, ray.train.get_checkpoint())
     done, step = int(start.get("epoch", 0)), int(start.get("step", 0))
 
     # 2. data parallelism
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [device.index] if device.type == "cuda" else None
         model.parallelize(lambda m: DistributedDataParallel(m, device_ids=ids))
 
     # 3. epochs
-    total = model_opts.total_epochs
-    logger = EpochLogger(**config["mlflow"]) if rank == 0 else None
+    total = job.total_epochs
+    logger = EpochLogger(job.tracking_uri, job.mlflow_run_id) if rank == 0 else None
     if logger:
         logger.tag_execution(model)
     if rank == 0 and start.get("from"):
-        _say(f"resuming {config['run_name']} after epoch {done} from {start['from']}")
+        _say(f"resuming {job.run_name} after epoch {done} from {start['from']}")
     train_shard = ray.train.get_dataset_shard("train")
-    val_pairs = ray.get(config["val_pairs"])
-    fid_features = load_fid_features(opts.fid_weights, config["storage_options"], device)
+    val_pairs = ray.get(job.val_pairs)
+    fid_features = load_fid_features(opts.fid_weights, job.storage_options, device)
     epoch_seconds: list[float] = []
     for epoch in range(done + 1, total + 1):
         began = time.perf_counter()
         losses, images, step = _train_epoch(
-            model, train_shard, opts, config, epoch=epoch, rank=rank, step=step
+            model, train_shard, job, epoch=epoch, rank=rank, step=step
         )
         lr = model.current_lr  # the rate this epoch trained with
         model.step_schedulers()
@@ -118,20 +142,20 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             logger.log(epoch, metrics, sample_grid(rows))
             eta = (total - epoch) * sum(epoch_seconds) / len(epoch_seconds)
             _say(progress_line(epoch, total, metrics, eta))
-        _report(model, metrics, config, opts, epoch=epoch, total=total, rank=rank)
+        _report(model, metrics, job, epoch=epoch, total=total, rank=rank)
 
 
 def _train_epoch(
     model: Pix2Pix,
     shard,
-    opts: TrainOptions,
-    config: dict[str, Any],
+    job: TrainJob,
     *,
     epoch: int,
     rank: int,
     step: int,
 ) -> tuple[dict[str, float], int, int]:
     """One pass over this worker's shard: (mean losses, images seen, step count)."""
+    opts = job.options
     # Crops and flips differ per epoch and per rank, and replay identically after a restart.
     jitter = torch.Generator().manual_seed(opts.seed * 1_000_003 + epoch * 1_009 + rank)
     sums = dict.fromkeys(LOSS_NAMES, 0.0)
@@ -156,23 +180,21 @@ def _train_epoch(
         images += real_a.shape[0]
         step += 1
         if batches == 1:
-            maybe_wait_to_be_killed(config.get("fault_hook"), epoch=epoch, rank=rank)
+            maybe_wait_to_be_killed(job.fault_hook, epoch=epoch, rank=rank)
     return {k: v / max(batches, 1) for k, v in sums.items()}, images, step
 
 
 def _report(
     model: Pix2Pix,
     metrics: dict[str, Any],
-    config: dict[str, Any],
-    opts: TrainOptions,
+    job: TrainJob,
     *,
     epoch: int,
     total: int,
     rank: int,
 ) -> None:
     """Report the epoch to Ray Train (every rank: it is a barrier); rank 0 adds a checkpoint."""
-    import ray.train
-
+    opts = job.options
     due = epoch % opts.save_epoch_freq == 0 or epoch == total
     if rank != 0 or not due:
         ray.train.report(metrics)
@@ -181,37 +203,37 @@ def _report(
         "epoch": epoch,
         "step": metrics["step"],
         "metrics": {k: v for k, v in metrics.items() if k not in ("epoch", "step")},
-        "run_name": config["run_name"],
-        "dataset": config["dataset"]["url"],
-        "dataset_fingerprint": config["dataset"]["fingerprint"],
-        "direction": config["dataset"]["direction"],
+        "run_name": job.run_name,
+        "dataset": job.dataset["url"],
+        "dataset_fingerprint": job.dataset["fingerprint"],
+        "direction": job.dataset["direction"],
         "crop_size": opts.crop_size,
         "eval_mode": opts.eval,
-        "options": {"model": config["model"], "train": config["options"]},
+        "options": job.all_options,
     }
     with tempfile.TemporaryDirectory() as directory:
         checkpoints.write(directory, model, extra)
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(directory),
-            checkpoint_dir_name=checkpoints.dir_name(epoch),
+            checkpoint_dir_name=epoch_dir(epoch),
         )
 
 
-def restore(model: Pix2Pix, config: dict[str, Any], own) -> dict[str, Any]:
+def restore(model: Pix2Pix, job: TrainJob, own) -> dict[str, Any]:
     """Load the state this run continues from: `own` (the run's latest Ray Train checkpoint,
     after a failure or on a rerun), else --resume_from. Returns the checkpoint's extra
     (epoch, step, ...) and where it came from; {} for a fresh start."""
     if own is not None:
-        data, where = checkpoints.read_ray_checkpoint(own), config["run_folder"]
-    elif config["options"].get("resume_from"):
-        where = config["options"]["resume_from"]
-        data = checkpoints.read_url(where, config["storage_options"])
+        data, where = checkpoints.read_ray_checkpoint(own), job.run_folder
+    elif job.options.resume_from:
+        where = job.options.resume_from
+        data = checkpoints.read_url(where, job.storage_options)
     else:
         return {}
     extra = checkpoints.restore(model, data, where)
     if own is not None:
-        where = f"{config['run_folder']}/{checkpoints.dir_name(int(extra.get('epoch', 0)))}"
+        where = f"{job.run_folder}/{epoch_dir(int(extra.get('epoch', 0)))}"
     return {**extra, "from": where}
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,9 +114,9 @@ def prepare_generator(
 def _weights_in_place(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Tensors on the object store's read-only arrays, without a copy.
 
-    A copy of a unet_256's weights costs each actor 0.2 GB and about 0.4 s at start-up, and
-    would be thrown away: batch-norm folding and the memory layout make new tensors of
-    most weights, and the forward never writes to the rest.
+    A copy would cost each actor memory and start-up time and be thrown away: batch-norm
+    folding and the memory layout make new tensors of most weights, and the forward never
+    writes to the rest (docs/design.md#weights-shared-through-the-object-store).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -126,8 +127,6 @@ class Translator:
     """Ray Data callable class: the generator, loaded once per actor."""
 
     def __init__(self, model: dict[str, Any], runtime: Runtime) -> None:
-        import ray
-
         torch.set_num_threads(max(1, runtime.threads))
         retain_freed_memory()
         state = model["state_dict"]

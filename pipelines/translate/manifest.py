@@ -24,12 +24,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipelines.common.errors import UserError
+from pipelines.common.names import File
 from pipelines.common.storage import Location
 
-MANIFEST_DIR = "_manifest"
-MANIFEST_FILE = "manifest.jsonl"
-JOB_FILE = "job.json"
-PARTS_DIR = "parts"
+MANIFEST_DIR, MANIFEST_FILE = File.MANIFEST_DIR, File.MANIFEST
+JOB_FILE, PARTS_DIR = File.TRANSLATE_JOB, File.MANIFEST_PARTS
 
 Record = dict[str, Any]
 

@@ -12,53 +12,26 @@ import dataclasses
 import io
 import math
 import posixpath
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
+from mlflow import MlflowClient
 
+from pipelines.common.dataset import read_info
 from pipelines.common.errors import UserError
+from pipelines.common.models import load_generator_from_uri
+from pipelines.common.names import METRICS, File, Tag, judged
 from pipelines.common.storage import Location
-from pipelines.config.options import CommonOptions, ModelOptions, options_dict
-from pipelines.train.options import TrainOptions
-from pipelines.tune.space import SearchSpace
+from pipelines.common.tracking import log_metrics, open_run
+from pipelines.registry.registration import Lineage, log_generator_model
+from pipelines.tune.plan import SweepPlan, TuneResult, max_epochs, sweep_identity, trial_id_of_dir
 
-if TYPE_CHECKING:
-    from pipelines.tune.sweep import SweepPlan, TuneOptions, TuneResult
-
-RESULT_FILE = "result.json"  # in the sweep folder, once the sweep has finished
-RESULTS_TABLE = "results.csv"  # artifact of the parent run
-BEST_CONFIG = "best_config.yaml"  # artifact of the parent run: a `pix2pix train --config`
-REPORTED = ("val_L1", "val_PSNR", "val_SSIM")
-# The registry step reads the checkpoint of a run from this tag (pipelines.registry.registration),
-# train writes `pix2pix.best_checkpoint`; the sweep's runs carry both.
-CHECKPOINT_TAGS = ("checkpoint_best", "pix2pix.best_checkpoint")
-MODEL_URI_TAG = "pix2pix.model_uri"  # the best generator, logged in the parent run
+REPORTED = tuple(m.reported for m in METRICS.values())
+# Train tags its best checkpoint with ours; Tune's own name goes beside it on a sweep's runs.
+CHECKPOINT_TAGS = (Tag.TUNE_BEST_CHECKPOINT, Tag.BEST_CHECKPOINT)
 
 
-# --------------------------------------------------------------------------------------
-# before: the parent run
-# --------------------------------------------------------------------------------------
-
-
-def sweep_identity(
-    data_fingerprint: str,
-    model: ModelOptions,
-    opts: TrainOptions,
-    sweep: TuneOptions,
-    space: SearchSpace,
-) -> dict[str, Any]:
-    """What a sweep is: a rerun must match it to continue (concurrency may change)."""
-    from pipelines.train.driver import identity
-
-    settings = dataclasses.asdict(sweep)
-    for free in ("max_concurrent_trials", "search_space"):  # the file's content counts
-        settings.pop(free)
-    return {
-        "train": identity(model, opts, data_fingerprint),
-        "sweep": settings,
-        "search_space": space.to_yaml(),
-    }
+# -- before: the parent run ----------------------------------------------------------------
 
 
 def _changes(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -68,81 +41,55 @@ def _changes(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
-def open_parent_run(
-    name: str,
-    folder: Location,
-    data: Location,
-    model: ModelOptions,
-    opts: TrainOptions,
-    common: CommonOptions,
-    sweep: TuneOptions,
-    space: SearchSpace,
-    *,
-    parent_run_id: str | None = None,
-) -> str:
+def open_parent_run(plan: SweepPlan, data: Location, *, parent_run_id: str | None = None) -> str:
     """The sweep's MLflow run: the one a previous attempt opened, or a new one (nested
     under `parent_run_id` when given)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-    from pipelines.common.dataset import read_info
-    from pipelines.common.tracking import git_commit, setup_mlflow
-    from pipelines.tune.sweep import SWEEP_FILE
-
     fingerprint = str(read_info(data).get("fingerprint", ""))
-    current = sweep_identity(fingerprint, model, opts, sweep, space)
-    record = folder.join(SWEEP_FILE)
+    current = sweep_identity(fingerprint, plan.config, plan.sweep, plan.space)
+    record = plan.folder.join(File.SWEEP)
     previous = record.read_json() if record.exists() else None
     if previous is not None:
         changed = _changes(previous.get("identity"), current)
         if changed:
             raise UserError(
-                f"sweep {folder.url} exists with other settings ({'; '.join(changed)}); "
+                f"sweep {plan.folder.url} exists with other settings ({'; '.join(changed)}); "
                 "rerun with its settings to continue it, or choose another --run_name"
             )
-    experiment_id = setup_mlflow(common.tracking_uri, common.experiment)
-    client = MlflowClient(common.tracking_uri)
-    if previous is not None:
-        try:
-            client.update_run(previous["parent_run_id"], status="RUNNING")
-            return previous["parent_run_id"]
-        except MlflowException:
-            pass  # another tracking store than last time: open the run there
-    searched = set(space.names)
-    params = {k: v for k, v in options_dict(model, opts).items() if k not in searched}
-    params |= {f"tune.{k}": v for k, v in dataclasses.asdict(sweep).items()}
-    tags = {
-        "pix2pix.verb": "tune",
-        "pix2pix.sweep_folder": folder.url,
-        "pix2pix.dataset": data.url,
-        "pix2pix.dataset_fingerprint": fingerprint,
-        "git_commit": git_commit() or "unknown",
-    }
-    if parent_run_id:
-        tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
-    from mlflow.entities import Param
-
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
-    client.log_text(run_id, yaml.safe_dump(space.to_yaml(), sort_keys=False), "search_space.yaml")
-    folder.makedirs()
-    record.write_json(
-        {
-            "sweep_name": name,
-            "identity": current,
-            "parent_run_id": run_id,
-            "experiment_id": experiment_id,
-            "tracking_uri": common.tracking_uri,
-        }
+    searched = set(plan.space.names)
+    params = {k: v for k, v in plan.config.flat().items() if k not in searched}
+    params |= {f"tune.{k}": v for k, v in dataclasses.asdict(plan.sweep).items()}
+    tracked = open_run(
+        plan.common.tracking_uri,
+        plan.common.experiment,
+        plan.name,
+        params=params,
+        tags={
+            Tag.VERB: "tune",
+            Tag.SWEEP_FOLDER: plan.folder.url,
+            Tag.DATASET: data.url,
+            Tag.DATASET_FINGERPRINT: fingerprint,
+        },
+        resume_run_id=(previous or {}).get("parent_run_id"),
+        parent_run_id=parent_run_id,
     )
-    return run_id
+    if not tracked.resumed:
+        client = MlflowClient(plan.common.tracking_uri)
+        space = yaml.safe_dump(plan.space.to_yaml(), sort_keys=False)
+        client.log_text(tracked.run_id, space, File.SEARCH_SPACE)
+        plan.folder.makedirs()
+        record.write_json(
+            {
+                "sweep_name": plan.name,
+                "identity": current,
+                "parent_run_id": tracked.run_id,
+                "experiment_id": tracked.experiment_id,
+                "tracking_uri": plan.common.tracking_uri,
+            }
+        )
+    return tracked.run_id
 
 
-# --------------------------------------------------------------------------------------
-# after: one row per trial, the best trial, the model
-# --------------------------------------------------------------------------------------
+# -- after: one row per trial, the best trial, the model -----------------------------------
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -158,12 +105,6 @@ class TrialRow:
     error: str
 
 
-def _trial_id(result: Any) -> str:
-    from pipelines.tune.sweep import trial_id_of_dir
-
-    return trial_id_of_dir(posixpath.basename(result.path.rstrip("/")))
-
-
 def _plain(value: Any) -> Any:
     """A sampled value as a Python scalar (Tune samples NumPy ones; YAML refuses those)."""
     return value.item() if hasattr(value, "item") else value
@@ -175,10 +116,11 @@ def _finite(value: Any) -> bool:
 
 def trial_row(plan: SweepPlan, result: Any, max_epochs: int) -> TrialRow:
     """A trial's row: its best epoch whose checkpoint is still in storage."""
-    metric, mode = plan.sweep.score
-    trial_id = _trial_id(result)
+    score = plan.score
+    metric = score.reported
+    trial_id = trial_id_of_dir(posixpath.basename(result.path.rstrip("/")))
     run_folder = plan.trials_folder.join(plan.trial_run_name(trial_id))
-    run_file = run_folder.join("run.json")
+    run_file = run_folder.join(File.RUN)
     run_id = run_file.read_json().get("mlflow_run_id") if run_file.exists() else None
     config = {k: _plain(result.config[k]) for k in plan.space.names if k in result.config}
     rows = [] if result.metrics_dataframe is None else result.metrics_dataframe.to_dict("records")
@@ -189,7 +131,7 @@ def trial_row(plan: SweepPlan, result: Any, max_epochs: int) -> TrialRow:
         if not isinstance(path, str) or not _finite(r.get(metric)):
             continue
         url = run_folder.join(posixpath.basename(path.rstrip("/"))).url
-        candidates.append((r[metric] if mode == "min" else -r[metric], url, r))
+        candidates.append((-r[metric] if score.higher_is_better else r[metric], url, r))
     best_epoch, best_metrics, best_checkpoint = None, {}, None
     # Train keeps the best checkpoints by val_L1 and the latest; with another metric the
     # best epoch's checkpoint may be gone, so take the best one that is still there.
@@ -241,11 +183,11 @@ def results_csv(rows: list[TrialRow], names: list[str]) -> str:
     return buf.getvalue()
 
 
-def _close_trial_run(client: Any, row: TrialRow) -> None:
+def _close_trial_run(client: MlflowClient, row: TrialRow) -> None:
     """A trial stopped by ASHA never reaches train's own ending: close its run here."""
     if row.run_id is None:
         return
-    tags = {"pix2pix.trial_id": row.trial_id, "pix2pix.trial_status": row.status}
+    tags = {Tag.TRIAL_ID: row.trial_id, Tag.TRIAL_STATUS: row.status}
     if row.best_checkpoint:
         tags |= dict.fromkeys(CHECKPOINT_TAGS, row.best_checkpoint)
     for key, value in tags.items():
@@ -254,63 +196,51 @@ def _close_trial_run(client: Any, row: TrialRow) -> None:
         client.set_terminated(row.run_id, status="FAILED" if row.status == "failed" else "FINISHED")
 
 
-def _log_best_model(client: Any, plan: SweepPlan, best: TrialRow) -> str:
+def _log_best_model(client: MlflowClient, plan: SweepPlan, best: TrialRow) -> str:
     """The best generator as a pyfunc model of the parent run (once per checkpoint)."""
-    from pipelines.common.models import load_generator_from_uri
-    from pipelines.registry.registration import Lineage, log_generator_model, metric_names
-
     tags = client.get_run(plan.parent_run_id).data.tags
-    if tags.get("pix2pix.model_checkpoint") == best.best_checkpoint and tags.get(MODEL_URI_TAG):
-        return tags[MODEL_URI_TAG]
+    if tags.get(Tag.MODEL_CHECKPOINT) == best.best_checkpoint and tags.get(Tag.MODEL_URI):
+        return tags[Tag.MODEL_URI]
     loaded = load_generator_from_uri(best.best_checkpoint, storage_options=plan.folder.options)
     lineage = Lineage(
         source=best.best_checkpoint,
         source_run_id=best.run_id,
-        dataset_fingerprint=tags.get("pix2pix.dataset_fingerprint"),
-        val_metrics=metric_names(best.best_metrics),
+        dataset_fingerprint=tags.get(Tag.DATASET_FINGERPRINT),
+        val_metrics=judged(best.best_metrics),
     )
     model_uri = log_generator_model(loaded, lineage, plan.parent_run_id)
-    client.set_tag(plan.parent_run_id, MODEL_URI_TAG, model_uri)
-    client.set_tag(plan.parent_run_id, "pix2pix.model_checkpoint", best.best_checkpoint)
+    client.set_tag(plan.parent_run_id, Tag.MODEL_URI, model_uri)
+    client.set_tag(plan.parent_run_id, Tag.MODEL_CHECKPOINT, best.best_checkpoint)
     return model_uri
 
 
 def summarise(plan: SweepPlan, results: Any) -> TuneResult:  # results: ray.tune.ResultGrid
     """Close the trials' runs, pick the best trial, and record it all in the parent run."""
-    from mlflow import MlflowClient
-
-    from pipelines.tune.sweep import TuneResult, max_epochs
-
     client = MlflowClient(plan.common.tracking_uri)
-    metric, mode = plan.sweep.score
-    epochs = max_epochs(plan.space, plan.model)
+    score = plan.score
+    epochs = max_epochs(plan.space, plan.config)
     rows = sorted((trial_row(plan, r, epochs) for r in results), key=lambda row: row.trial_id)
     for row in rows:
         _close_trial_run(client, row)
-    client.log_text(plan.parent_run_id, results_csv(rows, plan.space.names), RESULTS_TABLE)
-    scored = [r for r in rows if r.best_checkpoint and metric in r.best_metrics]
+    client.log_text(plan.parent_run_id, results_csv(rows, plan.space.names), File.RESULTS_TABLE)
+    scored = [r for r in rows if r.best_checkpoint and score.reported in r.best_metrics]
     if not scored:
         client.set_terminated(plan.parent_run_id, status="FAILED")
         reasons = "; ".join(f"{r.trial_id}: {r.error or r.status}" for r in rows)
         raise UserError(f"sweep {plan.name}: no trial produced a checkpoint ({reasons})")
-    sign = 1 if mode == "min" else -1
-    best = min(scored, key=lambda r: sign * r.best_metrics[metric])
+    sign = -1 if score.higher_is_better else 1
+    best = min(scored, key=lambda r: sign * r.best_metrics[score.reported])
 
-    model, opts = plan.trial_options(best.config)
-    best_options = options_dict(model, opts)
-    client.log_text(plan.parent_run_id, yaml.safe_dump(best_options, sort_keys=True), BEST_CONFIG)
+    best_options = plan.trial_config(best.config).flat()
+    client.log_text(
+        plan.parent_run_id, yaml.safe_dump(best_options, sort_keys=True), File.BEST_CONFIG
+    )
     tags = dict.fromkeys(CHECKPOINT_TAGS, best.best_checkpoint)
-    tags |= {"pix2pix.best_trial_id": best.trial_id, "pix2pix.best_run_id": best.run_id or ""}
-    tags |= {f"best.{k}": str(v) for k, v in best.config.items()}
+    tags |= {Tag.BEST_TRIAL_ID: best.trial_id, Tag.BEST_RUN_ID: best.run_id or ""}
+    tags |= {f"{Tag.BEST_VALUE_PREFIX}{k}": str(v) for k, v in best.config.items()}
     for key, value in tags.items():
         client.set_tag(plan.parent_run_id, key, value)
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    client.log_batch(
-        plan.parent_run_id,
-        metrics=[Metric(k, v, now, best.best_epoch or 0) for k, v in best.best_metrics.items()],
-    )
+    log_metrics(client, plan.parent_run_id, best.best_metrics, step=best.best_epoch or 0)
     model_uri = _log_best_model(client, plan, best)
     client.set_terminated(plan.parent_run_id, status="FINISHED")
     out = TuneResult(
@@ -318,8 +248,8 @@ def summarise(plan: SweepPlan, results: Any) -> TuneResult:  # results: ray.tune
         sweep_folder=plan.folder.url,
         parent_run_id=plan.parent_run_id,
         experiment_id=client.get_run(plan.parent_run_id).info.experiment_id,
-        metric=metric,
-        mode=mode,
+        metric=score.reported,
+        mode=score.mode,
         best_trial_id=best.trial_id,
         best_run_id=best.run_id or "",
         best_config=best.config,
@@ -329,5 +259,5 @@ def summarise(plan: SweepPlan, results: Any) -> TuneResult:  # results: ray.tune
         model_uri=model_uri,
         num_trials=len(rows),
     )
-    plan.folder.join(RESULT_FILE).write_json(out.to_dict())
+    plan.folder.join(File.SWEEP_RESULT).write_json(out.to_dict())
     return out

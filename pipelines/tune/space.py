@@ -15,13 +15,16 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ray import tune
+
 from pipelines.common.errors import UserError
-from pipelines.config.options import _base_type, _coerce
+from pipelines.config.fields import coerce, field_type
+from pipelines.train.options import TrainConfig
 
 # The paper's ablations (Isola et al. 2017): the L1 weight (sec. 4.2, lambda = 100 in the
 # paper, searched on a log scale around it), the PatchGAN receptive field N (sec. 4.4:
@@ -61,8 +64,6 @@ class Param:
 
     def to_tune(self) -> Any:
         """The Ray Tune domain (`tune.loguniform(1, 1000)`, ...)."""
-        from ray import tune
-
         if self.dist == "choice":
             return tune.choice(list(self.args))
         if self.dist == "grid":
@@ -99,19 +100,19 @@ class SearchSpace:
 
 def parse_search_space(
     values: Mapping[str, Any],
-    base: Sequence[Any],
+    base: TrainConfig,
     *,
     exclude: Mapping[str, str] = MappingProxyType({}),
     source: str = "search space",
 ) -> SearchSpace:
-    """A YAML mapping -> SearchSpace over the fields of the option dataclasses in `base`.
+    """A YAML mapping -> SearchSpace over the options of `base`.
 
-    `base` holds the sweep's own option instances (its flags and `--config`): each value
-    in the space is checked by replacing it in its instance and validating the result, so
-    a combination the networks reject fails here. `exclude` maps options that cannot be
+    `base` holds the sweep's own settings (its flags and `--config`): each value in the
+    space is checked by putting it into `base` and validating the result, so a combination
+    the networks reject fails here. `exclude` maps options that cannot be
     searched to the reason. Every error is a UserError naming `source` and the key.
     """
-    options = {f.name: inst for inst in base for f in dataclasses.fields(inst)}
+    options = {f.name: group for group in base.groups for f in dataclasses.fields(group)}
     if not isinstance(values, Mapping):
         raise UserError(
             f"{source}: expected a mapping of option: distribution, got {type(values).__name__}"
@@ -126,8 +127,7 @@ def parse_search_space(
             close = difflib.get_close_matches(str(name), list(options), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(f"{source}: {name!r} is not an option that can be searched{hint}")
-        inst = options[name]
-        tp = _field_type(inst, name)
+        tp = field_type(options[name], name)
         if tp is dict:
             raise UserError(f"{source}: {name!r} is a mapping option and cannot be searched")
         if isinstance(spec, list):
@@ -136,19 +136,17 @@ def parse_search_space(
                 "to search over the values"
             )
         if not isinstance(spec, Mapping):
-            fixed[name] = _checked_value(source, inst, name, tp, spec)
+            fixed[name] = _checked_value(source, base, name, tp, spec)
             continue
-        params.append(_parse_param(source, inst, name, tp, spec))
+        params.append(_parse_param(source, base, name, tp, spec))
     if not params:
         raise UserError(f"{source}: nothing to search (every option has a fixed value)")
     return SearchSpace(params=tuple(params), fixed=fixed)
 
 
-def _field_type(inst: Any, name: str) -> type:
-    return _base_type(inst.__dataclass_fields__[name].type)
-
-
-def _parse_param(source: str, inst: Any, name: str, tp: type, spec: Mapping[str, Any]) -> Param:
+def _parse_param(
+    source: str, base: TrainConfig, name: str, tp: type, spec: Mapping[str, Any]
+) -> Param:
     where = f"{source}: {name}"
     if len(spec) != 1:
         raise UserError(
@@ -172,15 +170,15 @@ def _parse_param(source: str, inst: Any, name: str, tp: type, spec: Mapping[str,
             f"{where}: {dist} does not fit a {tp.__name__} option; use one of {', '.join(fits)}"
         )
     if types_ok is None:  # choice, grid: every value must be a valid setting
-        checked = [_checked_value(source, inst, name, tp, v) for v in args]
+        checked = [_checked_value(source, base, name, tp, v) for v in args]
         if len(set(map(repr, checked))) != len(checked):
             raise UserError(f"{where}: {dist} lists a value twice: {args!r}")
         return Param(name=name, dist=dist, args=tuple(checked))
-    return Param(name=name, dist=dist, args=_range_args(source, inst, name, tp, dist, shape, args))
+    return Param(name=name, dist=dist, args=_range_args(source, base, name, tp, dist, shape, args))
 
 
 def _range_args(
-    source: str, inst: Any, name: str, tp: type, dist: str, shape: str, args: list
+    source: str, base: TrainConfig, name: str, tp: type, dist: str, shape: str, args: list
 ) -> tuple:
     where = f"{source}: {name}"
     n_args = 3 if dist == "quniform" else 2
@@ -199,7 +197,7 @@ def _range_args(
         raise UserError(f"{where}: quniform needs q > 0, got {args!r}")
     # The ends must be valid settings (randint's high is exclusive).
     for end in (low, high - 1 if tp is int else high):
-        _checked_value(source, inst, name, tp, end)
+        _checked_value(source, base, name, tp, end)
     return tuple(nums)
 
 
@@ -214,17 +212,14 @@ def _as_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _checked_value(source: str, inst: Any, name: str, tp: type, value: Any) -> Any:
-    """`value` coerced to the option's type and accepted by the option's own validation."""
+def _checked_value(source: str, base: TrainConfig, name: str, tp: type, value: Any) -> Any:
+    """`value` coerced to the option's type and accepted in the sweep's settings."""
     try:
-        coerced = _coerce(name, tp, value)
+        coerced = coerce(name, tp, value)
     except UserError as err:
         raise UserError(f"{source}: {err}") from None
     try:
-        changed = dataclasses.replace(inst, **{name: coerced})
-        validate = getattr(changed, "validate", None)
-        if validate is not None:
-            validate()
+        base.replace(**{name: coerced}).validate()
     except (UserError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{source}: {name}: {str(err).strip(chr(39) + chr(34))}") from None
     return coerced

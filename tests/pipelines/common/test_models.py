@@ -10,7 +10,7 @@ import torch
 
 from pipelines.common.errors import UserError
 from pipelines.common.models import load_generator_from_uri
-from tests.pipelines.registry_data import CROP, GENERATOR, registry_data
+from tests.pipelines.registry.registry_data import CROP, GENERATOR, registry_data
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from pipelines.demo.sample_data import encode
 from pix2pix_core import GeneratorConfig, build_generator, save_generator
 from tests.bad_inputs import bad_files, odd_files
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TILE = 32  # the tiny generator's size: larger images are tiled, smaller ones resized
 SUMMARY = re.compile(
     r"^([\d,]+) images?: ([\d,]+) written(?: \(([\d,]+) in earlier runs\))?, ([\d,]+) failed; "
@@ -346,13 +346,14 @@ def _loaded_tiny_model():
     ],
 )
 def test_cpu_actors_and_threads_fit_the_cores(ray_cluster, flags, layout):
-    from pipelines.config.options import ModelOptions
-    from pipelines.translate.job import TranslateOptions, _runtime
+    from pipelines.config.groups import PerformanceOptions
+    from pipelines.translate.options import TranslateOptions
+    from pipelines.translate.resources import runtime_for
 
     cpus = int(ray_cluster.cluster_resources()["CPU"])  # logical: 4, above the cores
     cores = min(os.cpu_count() or 1, cpus)
     opts = TranslateOptions(model="m", input="i", output="o", **flags)
-    runtime, actors, num_gpus = _runtime(opts, ModelOptions(), _loaded_tiny_model())
+    runtime, actors, num_gpus = runtime_for(opts, PerformanceOptions(), _loaded_tiny_model())
     expected = {
         "one single-threaded actor per core": (cores, 1),
         "one actor with every core": (1, cores),
@@ -364,10 +365,11 @@ def test_cpu_actors_and_threads_fit_the_cores(ray_cluster, flags, layout):
 
 def test_more_actors_than_the_cluster_has_cpus_is_a_user_error(ray_cluster):
     from pipelines.common.errors import UserError
-    from pipelines.config.options import ModelOptions
-    from pipelines.translate.job import TranslateOptions, _runtime
+    from pipelines.config.groups import PerformanceOptions
+    from pipelines.translate.options import TranslateOptions
+    from pipelines.translate.resources import runtime_for
 
     cpus = int(ray_cluster.cluster_resources()["CPU"])
     opts = TranslateOptions(model="m", input="i", output="o", num_actors=cpus + 1)
     with pytest.raises(UserError, match=f"the cluster has {cpus}"):
-        _runtime(opts, ModelOptions(), _loaded_tiny_model())
+        runtime_for(opts, PerformanceOptions(), _loaded_tiny_model())

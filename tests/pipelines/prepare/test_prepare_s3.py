@@ -5,7 +5,7 @@ import pytest
 
 from pipelines.common.dataset import PAIR_SCHEMA, read_info
 from pipelines.demo.sample_data import encode, write_dataset
-from pipelines.prepare.job import prepare_dataset
+from pipelines.prepare import PrepareOptions, prepare
 from pipelines.prepare.sources import source_fingerprint
 from tests.bad_inputs import bad_files
 
@@ -18,7 +18,7 @@ def test_folders_from_s3_to_s3(ray_cluster, s3_store, photo_pairs):
     src.join("A", "train", "bomb.png").write_bytes(bad_files()["bomb.png"])
     src.join("B", "train", "bomb.png").write_bytes(encode(photo_pairs[0].b, "png"))
 
-    summary = prepare_dataset(src, dst, load_size=32, val_fraction=0.2)
+    summary = prepare(src, dst, PrepareOptions(load_size=32, val_fraction=0.2))
 
     assert (summary.inputs, summary.ready, summary.quarantined) == (7, 5, 2)
     assert summary.counts == {"train": 4, "val": 1, "test": 0}

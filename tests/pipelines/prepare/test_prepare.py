@@ -17,7 +17,7 @@ from pipelines.common.dataset import PAIR_SCHEMA, QUARANTINE_SCHEMA, read_info, 
 from pipelines.common.errors import UserError
 from pipelines.common.storage import Location
 from pipelines.demo.sample_data import encode, write_dataset
-from pipelines.prepare.job import PrepareSummary, prepare_dataset
+from pipelines.prepare import PrepareOptions, PrepareSummary, prepare
 from pipelines.prepare.sources import carve_val, discover, source_fingerprint
 from tests.bad_inputs import bad_files, odd_files
 from tests.cli_process import run_cli
@@ -56,7 +56,7 @@ def aligned_src(tmp_path_factory, photo_pairs) -> Location:
 @pytest.fixture(scope="module")
 def aligned_dst(ray_cluster, aligned_src, tmp_path_factory):
     dst = Location.parse(str(tmp_path_factory.mktemp("aligned_out")))
-    return dst, prepare_dataset(aligned_src, dst, load_size=LOAD, val_fraction=0.25, seed=3)
+    return dst, prepare(aligned_src, dst, PrepareOptions(load_size=LOAD, val_fraction=0.25, seed=3))
 
 
 def test_aligned_mixed_inputs_obey_the_counting_rule(aligned_src, aligned_dst):
@@ -100,7 +100,7 @@ def test_aligned_rows_follow_the_schema(aligned_src, aligned_dst):
 def test_val_is_carved_deterministically_and_recorded(aligned_src, aligned_dst):
     dst, _ = aligned_dst
     info = read_info(dst)
-    assert info["val_carved"] == {"from": "train", "fraction": 0.25, "seed": 3, "inputs": 5}
+    assert info["val_carved"] == {"from": "train", "fraction": 0.25, "seed": 3, "inputs": 6}
     # The same keys, listed in any order, give the same val set; another seed another one.
     work = discover(aligned_src).work
     expected = carve_val([dict(r) for r in work], 0.25, 3)
@@ -110,7 +110,7 @@ def test_val_is_carved_deterministically_and_recorded(aligned_src, aligned_dst):
     carved = {r["key"] for r in shuffled if r["split"] == "val"}
     again = [dict(r) for r in work]
     carve_val(again, 0.25, 4)
-    assert expected["inputs"] == len(carved) == 5 and carved <= train_inputs
+    assert expected["inputs"] == len(carved) == 6 and carved <= train_inputs
     assert carved != {r["key"] for r in again if r["split"] == "val"}
     # What was written is that carving, less the inputs that were quarantined.
     stored = {row["key"] for row in _rows(dst, "val")}
@@ -140,8 +140,8 @@ def test_rerun_replaces_the_previous_output(ray_cluster, aligned_src, tmp_path):
     dst.join("keep.txt").write_bytes(b"not ours")
     src = Location.parse(str(tmp_path / "small"))
     write_dataset({"train": [_pair(0), _pair(1)], "val": [_pair(2)]}, src, "aligned")
-    first = prepare_dataset(src, dst, load_size=LOAD, direction="AtoB")
-    second = prepare_dataset(src, dst, load_size=LOAD, direction="BtoA")
+    first = prepare(src, dst, PrepareOptions(load_size=LOAD, direction="AtoB"))
+    second = prepare(src, dst, PrepareOptions(load_size=LOAD, direction="BtoA"))
     assert first.counts == second.counts == {"train": 2, "val": 1, "test": 0}
     assert read_info(dst)["val_carved"] is None  # the source has a val split
     assert len(_rows(dst, "train")) == 2
@@ -171,7 +171,7 @@ def test_folders_report_unpaired_sides(ray_cluster, photo_pairs, tmp_path):
     root.join("A", "train", "broken.png").write_bytes(encode(photo_pairs[1].a, "png"))
     root.join("B", "train", "broken.png").write_bytes(bad_files()["truncated.jpg"])
     dst = Location.parse(str(tmp_path / "out"))
-    summary = prepare_dataset(root, dst, load_size=LOAD)
+    summary = prepare(root, dst, PrepareOptions(load_size=LOAD))
     assert summary.layout == "folders"
     assert (summary.inputs, summary.ready, summary.quarantined) == (12, 8, 4)
     assert summary.counts == {"train": 6, "val": 2, "test": 0}
@@ -194,7 +194,7 @@ def test_manifest_with_relative_and_missing_entries(ray_cluster, photo_pairs, tm
     lines.append(f"{root.url}/A/train/x.png,,train,no_b")
     manifest.write_bytes(("\n".join(lines) + "\n").encode())
     dst = Location.parse(str(tmp_path / "out"))
-    summary = prepare_dataset(manifest, dst, load_size=LOAD, val_fraction=0)
+    summary = prepare(manifest, dst, PrepareOptions(load_size=LOAD, val_fraction=0))
     assert summary.layout == "manifest"
     assert (summary.inputs, summary.ready, summary.quarantined) == (6, 4, 2)
     reasons = _quarantine(dst)
@@ -210,7 +210,7 @@ def test_all_bad_inputs_is_an_error_with_the_reasons(ray_cluster, tmp_path):
         src.join("train", name).write_bytes(bad_files()[name])
     dst = Location.parse(str(tmp_path / "out"))
     with pytest.raises(UserError, match=r"all 2 inputs .* are unusable.*empty file"):
-        prepare_dataset(src, dst)
+        prepare(src, dst)
     assert len(_quarantine(dst)) == 2
     assert not dst.join("dataset.json").exists()
 
@@ -261,7 +261,7 @@ def _one_aligned_pair(src: Path) -> Path:
 def test_dst_inside_src_is_refused(tmp_path):
     src = Location.parse(str(_one_aligned_pair(tmp_path)))
     with pytest.raises(UserError, match="inside SRC"):
-        prepare_dataset(src, src.join("prepared"))
+        prepare(src, src.join("prepared"))
 
 
 def test_dst_inside_src_is_refused_before_ray_is_reached(tmp_path):

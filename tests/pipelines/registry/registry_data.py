@@ -23,7 +23,7 @@ import torch
 
 from pipelines.common.storage import Location
 from pipelines.demo.sample_data import write_dataset
-from pipelines.prepare.job import prepare_dataset
+from pipelines.prepare import PrepareOptions, prepare
 from pix2pix_core import (
     DiscriminatorConfig,
     GeneratorConfig,
@@ -75,7 +75,7 @@ def registry_data(tmp_path_factory, photo_pairs) -> RegistryData:
     splits = {"train": photo_pairs[:16], "val": photo_pairs[16:20], "test": photo_pairs[20:24]}
     write_dataset(splits, src, "aligned", fmt="png")
     dst = Location.parse(str(root / "prepared"))
-    prepare_dataset(src, dst, load_size=LOAD, val_fraction=0.0)
+    prepare(src, dst, PrepareOptions(load_size=LOAD, val_fraction=0.0))
 
     extra = {"crop_size": CROP, "eval_mode": False}
     model = _train(splits["train"])

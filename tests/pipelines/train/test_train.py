@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,33 +19,32 @@ import torch
 from pipelines.cli import main as cli_main
 from pipelines.common import checkpoints
 from pipelines.common.dataset import read_prepared
+from pipelines.common.names import File
 from pipelines.common.storage import Location
-from pipelines.config.options import CommonOptions, ModelOptions
+from pipelines.config.groups import CommonOptions
 from pipelines.demo.sample_data import make_pairs, write_dataset
-from pipelines.train.driver import RESULT_FILE, RUN_FILE, train
+from pipelines.train import TrainConfig, TrainOptions, train
 from pipelines.train.epoch_log import grid_artifact
-from pipelines.train.options import TrainOptions
-from pix2pix_core import ImageMetrics, resize, to_tensor
+from pix2pix_core import ImageMetrics, Pix2Pix, resize, to_tensor
 from pix2pix_core.precision import native_bf16
-
-TINY = ModelOptions(num_downs=5, ngf=8, ndf=8, n_epochs=1, n_epochs_decay=1)
-CROP = 32
+from tests.tiny import CROP, TINY_MODEL, tiny_config, to_flags
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, ray_cluster) -> Location:
-    from pipelines.prepare.job import prepare_dataset
+    from pipelines.prepare import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("train-data")
     pairs = make_pairs(20, size=48, seed=0)
     src = write_dataset({"train": pairs[:16], "val": pairs[16:]}, Location.parse(str(root / "src")))
     dst = Location.parse(str(root / "prepared"))
-    prepare_dataset(src, dst, load_size=CROP + 4)
+    prepare(src, dst, PrepareOptions(load_size=CROP + 4))
     return dst
 
 
-def _opts(data: Location, **changes) -> TrainOptions:
-    return TrainOptions(data=data.url, crop_size=CROP, num_workers=2, **changes)
+def _cfg(data: Location, **changes) -> TrainConfig:
+    """The tiny model on `data` with two workers."""
+    return tiny_config(data=data.url, num_workers=2, **changes)
 
 
 def _common(storage: Location, mlflow_uri: str, experiment: str, name: str) -> CommonOptions:
@@ -99,10 +98,9 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     storage = s3_store.location("runs")
     # At the paper's lr a net this narrow needs more epochs to learn visibly than a test
     # can afford; 5x the lr shows the same trend in 3 epochs.
-    model = replace(TINY, n_epochs=3, n_epochs_decay=0, lr=1e-3)
     # eval mode: validation is deterministic, so a rebuilt generator must reproduce it.
-    opts = _opts(prepared, eval=True, keep_best=2)
-    result = train(model, opts, _common(storage, mlflow_uri, experiment_name, "s3-run"))
+    cfg = _cfg(prepared, n_epochs=3, n_epochs_decay=0, lr=1e-3, eval=True, keep_best=2)
+    result = train(cfg, _common(storage, mlflow_uri, experiment_name, "s3-run"))
 
     # progress: the epoch lines (rank 0's), without the data pipeline's bars of each epoch
     printed = capfd.readouterr()
@@ -120,7 +118,7 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     assert "epoch_0003" in kept and 2 <= len(kept) <= 3
     assert result.latest_checkpoint == folder.join("epoch_0003").url
     assert result.best_checkpoint.rsplit("/", 1)[-1] in kept
-    assert folder.join(RUN_FILE).exists() and folder.join(RESULT_FILE).exists()
+    assert folder.join(File.RUN).exists() and folder.join(File.RUN_RESULT).exists()
     meta = checkpoints.read_meta(result.latest_checkpoint, storage.options)
     assert meta["epoch"] == 3 and meta["crop_size"] == CROP and meta["eval_mode"] is True
     assert meta["dataset_fingerprint"]
@@ -141,7 +139,7 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     from PIL import Image
 
     with Image.open(grid) as img:
-        assert img.size == (3 * CROP, opts.grid_size * CROP)
+        assert img.size == (3 * CROP, cfg.train.grid_size * CROP)
 
     # it learns: the L1 terms fall over the first epochs (bounded, not just printed)
     g_l1 = [v for _, v in _history(client, run.info.run_id, "G_L1")]
@@ -175,7 +173,7 @@ def test_interrupted_run_and_killed_worker_resume_from_epoch_1(
     # 1. no retries allowed: killing a worker in epoch 2 ends the run (interrupted)
     hook = {"pid_file": str(tmp_path / "first.pid"), "epoch": 2, "rank": 1}
     with WorkerKiller(hook["pid_file"]) as first, pytest.raises(Exception, match=r"(?i)fail"):
-        train(TINY, _opts(prepared, max_failures=0), common, fault_hook=hook)
+        train(_cfg(prepared, max_failures=0), common, fault_hook=hook)
     assert len(first.killed) == 1
     assert folder.join("epoch_0001", checkpoints.CHECKPOINT_FILE).exists()
     assert not folder.join("epoch_0002").exists()
@@ -184,7 +182,7 @@ def test_interrupted_run_and_killed_worker_resume_from_epoch_1(
     #    restarted by Ray Train (FailureConfig) from the epoch-1 checkpoint
     hook = {"pid_file": str(tmp_path / "second.pid"), "epoch": 2, "rank": 1}
     with WorkerKiller(hook["pid_file"]) as second:
-        result = train(TINY, _opts(prepared, max_failures=1), common, fault_hook=hook)
+        result = train(_cfg(prepared, max_failures=1), common, fault_hook=hook)
     assert len(second.killed) == 1 and second.killed != first.killed
     assert result.epochs == 2
     assert result.metrics["resumed_from_epoch"] == 1
@@ -198,7 +196,7 @@ def test_interrupted_run_and_killed_worker_resume_from_epoch_1(
 
     # 3. rerun of the finished run: the same result, nothing trained again
     before = folder.join("epoch_0002", checkpoints.CHECKPOINT_FILE).read_bytes()
-    again = train(TINY, _opts(prepared, max_failures=1), common)
+    again = train(_cfg(prepared, max_failures=1), common)
     assert again == result
     assert folder.join("epoch_0002", checkpoints.CHECKPOINT_FILE).read_bytes() == before
     assert [s for s, _ in _history(client, result.mlflow_run_id, "val_L1")] == [1, 2]
@@ -217,7 +215,7 @@ def test_interrupted_run_and_killed_worker_resume_from_epoch_1(
     ],
 )
 def test_cli_rejects_bad_settings_without_a_trace(prepared, capsys, tmp_path, flags, message):
-    tiny = ["--num_downs", "5", "--ngf", "8", "--ndf", "8", "--crop_size", str(CROP)]
+    tiny = to_flags({**TINY_MODEL, "crop_size": CROP})
     command = ["train", "--data", prepared.url, *tiny, "--storage_path", str(tmp_path), *flags]
     assert cli_main(command) == 2
     err = capsys.readouterr().err
@@ -227,24 +225,29 @@ def test_cli_rejects_bad_settings_without_a_trace(prepared, capsys, tmp_path, fl
 
 def test_rerun_with_other_settings_is_refused(prepared, tmp_path, mlflow_uri, experiment_name):
     from pipelines.common.errors import UserError
-    from pipelines.train.driver import plan_run
+    from pipelines.train.plan import plan_run
 
     common = _common(Location.parse(str(tmp_path)), mlflow_uri, experiment_name, "named")
-    plan_run(TINY, _opts(prepared), common)
+    first = plan_run(_cfg(prepared), common)
     with pytest.raises(UserError, match=r"lambda_L1: 100.0 -> 10.0"):
-        plan_run(replace(TINY, lambda_L1=10.0), _opts(prepared), common)
+        plan_run(_cfg(prepared, lambda_L1=10.0), common)
+    # Settings that change how a run runs, not what it learns, resume the same run.
+    again = plan_run(_cfg(prepared, compile=True, compile_mode="reduce-overhead"), common)
+    assert again.mlflow_run_id == first.mlflow_run_id
 
 
 def test_run_names_are_derived_from_settings_and_data(prepared):
-    from pipelines.train.driver import derive_run_name
+    from pipelines.train.plan import derive_run_name
 
     fingerprint = "abc"
-    name = derive_run_name(prepared, TINY, _opts(prepared), fingerprint)
-    assert name == derive_run_name(prepared, TINY, _opts(prepared), fingerprint)
+    name = derive_run_name(prepared, _cfg(prepared), fingerprint)
+    assert name == derive_run_name(prepared, _cfg(prepared), fingerprint)
     assert name.startswith("prepared-")
-    assert name != derive_run_name(prepared, replace(TINY, ngf=4), _opts(prepared), fingerprint)
+    assert name != derive_run_name(prepared, _cfg(prepared, ngf=4), fingerprint)
+    assert name != derive_run_name(prepared, _cfg(prepared), "def")
     # how a run executes does not change what it is
-    assert name == derive_run_name(prepared, TINY, _opts(prepared, max_failures=0), fingerprint)
+    for how in ({"max_failures": 0}, {"compile": True, "compile_mode": "max-autotune"}):
+        assert name == derive_run_name(prepared, _cfg(prepared, **how), fingerprint), how
     assert np.all([c.isalnum() or c in "-_." for c in name])
 
 
@@ -253,7 +256,6 @@ def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp
     user-supplied TorchScript feature extractor (no weights are downloaded)."""
     from pipelines.demo.sample_data import encode
     from pipelines.train.validation import load_fid_features, validate
-    from pix2pix_core import Pix2Pix
 
     class Features(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -261,7 +263,8 @@ def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp
 
     torch.jit.script(Features()).save(str(tmp_path / "features.pt"))
     features = load_fid_features(str(tmp_path / "features.pt"), {}, torch.device("cpu"))
-    model = Pix2Pix(TINY.generator_config(), TINY.discriminator_config(), "cpu", seed=0)
+    cfg = tiny_config()
+    model = Pix2Pix(cfg.generator_config(), cfg.discriminator_config(), "cpu", seed=0)
     pairs = [(encode(p.a), encode(p.b)) for p in make_pairs(5, size=CROP + 4, seed=1)]
     values, rows = validate(
         model,
@@ -288,12 +291,16 @@ def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp
 def test_resume_from_a_checkpoint_folder_restores_the_training_state(tmp_path):
     from pipelines.common.errors import UserError
     from pipelines.train.worker import restore
-    from pix2pix_core import Pix2Pix
 
-    def build(model: ModelOptions, seed: int) -> Pix2Pix:
-        return Pix2Pix(model.generator_config(), model.discriminator_config(), "cpu", seed=seed)
+    def build(cfg: TrainConfig, seed: int) -> Pix2Pix:
+        return Pix2Pix(cfg.generator_config(), cfg.discriminator_config(), "cpu", seed=seed)
 
-    trained = build(TINY, seed=0)
+    def job(resume_from: str | None) -> SimpleNamespace:
+        # The fields of a TrainJob that restore reads.
+        options = TrainOptions(resume_from=resume_from)
+        return SimpleNamespace(options=options, storage_options={}, run_folder="unused")
+
+    trained = build(tiny_config(), seed=0)
     a = torch.rand(1, 3, CROP, CROP) * 2 - 1
     trained.train_step(a, a)
     trained.step_schedulers()
@@ -301,8 +308,8 @@ def test_resume_from_a_checkpoint_folder_restores_the_training_state(tmp_path):
     folder.mkdir()
     checkpoints.write(str(folder), trained, {"epoch": 1, "step": 1})
 
-    config = {"options": {"resume_from": str(folder)}, "storage_options": {}}
-    fresh = build(TINY, seed=1)
+    config = job(str(folder))
+    fresh = build(tiny_config(), seed=1)
     start = restore(fresh, config, own=None)
     assert start["epoch"] == 1 and start["from"] == str(folder)
     for key, value in trained.generator_module.state_dict().items():
@@ -313,13 +320,13 @@ def test_resume_from_a_checkpoint_folder_restores_the_training_state(tmp_path):
         == trained.optimizer_D.state_dict()["state"].keys()
     )
 
-    assert restore(build(TINY, seed=1), {"options": {}, "storage_options": {}}, own=None) == {}
+    assert restore(build(tiny_config(), seed=1), job(None), own=None) == {}
     with pytest.raises(UserError, match="epoch_0001"):
-        restore(build(replace(TINY, ngf=4), seed=1), config, own=None)
+        restore(build(tiny_config(ngf=4), seed=1), config, own=None)
 
 
 def test_gpus_the_cluster_lacks_are_announced_not_awaited_in_silence(ray_cluster, capsys):
-    from pipelines.train.driver import worker_resources
+    from pipelines.train.plan import worker_resources
 
     # The session's Ray has no GPUs: by default the workers train on CPUs, quietly.
     assert worker_resources(TrainOptions(num_workers=2)) == (False, 0.5)

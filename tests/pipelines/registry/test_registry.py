@@ -22,15 +22,14 @@ from mlflow import MlflowClient
 
 from pipelines.cli import main
 from pipelines.common import checkpoints
-from pipelines.common.dataset import read_info
+from pipelines.common.dataset import read_info, split_fingerprint
 from pipelines.common.errors import UserError
 from pipelines.common.models import load_generator_from_uri
 from pipelines.common.tracking import git_commit
-from pipelines.registry.evaluation import evaluate_model, split_fingerprint
+from pipelines.registry import evaluate, register
 from pipelines.registry.promotion import decide, promote
-from pipelines.registry.registration import register_generator
 from pix2pix_core import to_tensor, to_uint8
-from tests.pipelines.registry_data import (
+from tests.pipelines.registry.registry_data import (
     free_port,
     path_with_venv,
     registry_data,
@@ -57,7 +56,7 @@ def history(ray_cluster, tmp_path_factory, photo_pairs, mlflow_uri):
     _experiment(experiment, tmp_path_factory.mktemp("registry_artifacts"))
     versions, decisions = [], []
     for source in (data.untrained, data.trained):
-        mv = register_generator(NAME, str(source), data=data.dst, experiment=experiment)
+        mv = register(NAME, str(source), data=data.dst, experiment=experiment)
         versions.append(mv)
         decisions.append(promote(NAME, mv.version, data.dst))
     # The third through the command line.
@@ -82,7 +81,7 @@ def test_versions_carry_their_lineage(history, client):
     assert v2.tags["source"] == str(data.trained)
     assert v2.tags["dataset_fingerprint"] == fingerprint
     assert v2.tags["git_commit"] == git_commit()
-    measured = evaluate_model(load_generator_from_uri(str(data.trained)), data.dst, "val")
+    measured = evaluate(load_generator_from_uri(str(data.trained)), data.dst, "val")
     for metric, value in measured.items():
         assert float(v2.tags[f"val_{metric}"]) == pytest.approx(value)
     # Registered without --data: no measured metrics, but still the lineage it knows.

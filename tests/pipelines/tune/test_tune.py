@@ -30,19 +30,19 @@ from mlflow import MlflowClient
 
 from pipelines.common.errors import UserError
 from pipelines.common.storage import Location
-from pipelines.config.options import CommonOptions, ModelOptions
-from pipelines.train.options import TrainOptions
-from pipelines.tune.sweep import (
-    TuneOptions,
+from pipelines.config.groups import CommonOptions
+from pipelines.train import TrainConfig, TrainOptions
+from pipelines.tune import TuneOptions, tune
+from pipelines.tune.search import (
     baseline_point,
     default_concurrency,
     early_stopping,
     load_space,
     search_algorithm,
-    tune,
 )
+from tests.tiny import TINY_EPOCHS, TINY_MODEL, tiny_config, to_flags
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 # The paper's space without the 286x286 ImageGAN, whose receptive field needs larger
 # images than the 32 px crops of these tests.
 SPACE = {
@@ -51,7 +51,7 @@ SPACE = {
     "norm": {"choice": ["batch", "instance"]},
 }
 # Tiny model, two epochs: one at the initial rate, one of decay.
-MODEL_FLAGS = {"num_downs": 5, "ngf": 8, "ndf": 8, "n_epochs": 1, "n_epochs_decay": 1}
+MODEL_FLAGS = {**TINY_MODEL, **TINY_EPOCHS}
 TRAIN_FLAGS = {"crop_size": 32, "batch_size": 4, "grid_size": 2}
 SWEEP_FLAGS = {"num_samples": 2, "grace_period": 1}  # concurrency: the default
 SWEEP_FLAGS |= {"reduction_factor": 2, "metric": "l1"}
@@ -61,23 +61,18 @@ SWEEP_FLAGS |= {"reduction_factor": 2, "metric": "l1"}
 def tune_data(tmp_path_factory, ray_cluster, photo_pairs) -> Location:
     """A dozen prepared pairs at 36 px (random 32 px crops), 9 train and 3 val."""
     from pipelines.demo.sample_data import write_dataset
-    from pipelines.prepare.job import prepare_dataset
+    from pipelines.prepare import PrepareOptions, prepare
 
     root = tmp_path_factory.mktemp("tune_data")
     src = write_dataset({"train": photo_pairs[:12]}, Location.parse(str(root / "src")))
     dst = Location.parse(str(root / "prepared"))
-    prepare_dataset(src, dst, layout="aligned", load_size=36, val_fraction=0.25, seed=0)
+    prepare(src, dst, PrepareOptions(layout="aligned", load_size=36, val_fraction=0.25, seed=0))
     return dst
-
-
-def _flags(values: dict) -> list[str]:
-    return [item for k, v in values.items() for item in (f"--{k}", str(v))]
 
 
 def _options(data: Location, storage: Path, mlflow_uri: str, experiment: str, name: str):
     return (
-        ModelOptions(**MODEL_FLAGS),
-        TrainOptions(data=data.url, **TRAIN_FLAGS),
+        tiny_config(data=data.url, **TRAIN_FLAGS),
         CommonOptions(
             storage_path=str(storage), run_name=name, tracking_uri=mlflow_uri, experiment=experiment
         ),
@@ -124,7 +119,7 @@ def test_a_sweep_interrupted_after_a_trial_continues_and_records_the_best(
 
     # 1. The sweep as a user starts it, on this Ray; killed once a trial has finished.
     command = [sys.executable, "-m", "pipelines.cli", "tune", "--data", tune_data.url]
-    command += _flags(MODEL_FLAGS | TRAIN_FLAGS | SWEEP_FLAGS)
+    command += to_flags(MODEL_FLAGS | TRAIN_FLAGS | SWEEP_FLAGS)
     command += ["--search_space", str(space_file), "--storage_path", str(storage)]
     command += ["--run_name", name, "--tracking_uri", mlflow_uri]
     command += ["--experiment", experiment_name]
@@ -148,9 +143,9 @@ def test_a_sweep_interrupted_after_a_trial_continues_and_records_the_best(
     before = {t: _snapshot(sweep_folder / "train" / f"trial-{t}") for t in finished}
 
     # 2. The same sweep again, here: Tuner.restore continues it.
-    model, opts, common = _options(tune_data, storage, mlflow_uri, experiment_name, name)
+    cfg, common = _options(tune_data, storage, mlflow_uri, experiment_name, name)
     sweep = TuneOptions(search_space=str(space_file), **SWEEP_FLAGS)
-    result = tune(model, opts, common, sweep)
+    result = tune(cfg, sweep, common)
 
     # Finished trials were not trained again: their runs are exactly as they were.
     for trial_id, files in before.items():
@@ -191,14 +186,14 @@ def test_a_sweep_interrupted_after_a_trial_continues_and_records_the_best(
     from pipelines.common.models import load_generator_from_uri
 
     for uri in (result.best_checkpoint, result.model_uri):
-        loaded = load_generator_from_uri(uri)
+        loaded = load_generator_from_uri(uri, tracking_uri=mlflow_uri)
         assert loaded.config.ngf == 8 and loaded.config.norm == result.best_config["norm"]
         with torch.no_grad():
             out = loaded.module.eval()(torch.zeros(1, 3, 32, 32))
         assert out.shape == (1, 3, 32, 32) and np.isfinite(out.numpy()).all()
 
     # 3. A finished sweep, rerun, trains nothing and gives the same answer.
-    again = tune(model, opts, common, sweep)
+    again = tune(cfg, sweep, common)
     assert again.best_checkpoint == result.best_checkpoint
     assert again.parent_run_id == result.parent_run_id
     children = _children(client, experiment_name, result.parent_run_id)
@@ -216,20 +211,29 @@ def _artifact_text(run_id: str, path: str) -> str:
 def test_a_rerun_with_other_settings_names_what_changed(
     tmp_path, ray_cluster, mlflow_uri, experiment_name, tune_data
 ):
+    from pipelines.tune.plan import SweepPlan
     from pipelines.tune.results import open_parent_run
-    from pipelines.tune.sweep import load_space, sweep_name
+    from pipelines.tune.sweep import sweep_name
 
-    model, opts, common = _options(tune_data, tmp_path, mlflow_uri, experiment_name, "s")
+    cfg, common = _options(tune_data, tmp_path, mlflow_uri, experiment_name, "s")
     sweep = TuneOptions(num_samples=4)
-    folder = Location.parse(str(tmp_path / "s"))
-    space = load_space(sweep, model, opts)
-    first = open_parent_run("s", folder, tune_data, model, opts, common, sweep, space)
+    plan = SweepPlan(
+        name="s",
+        folder=Location.parse(str(tmp_path / "s")),
+        config=cfg,
+        common=common,
+        space=load_space(sweep, cfg),
+        sweep=sweep,
+        parent_run_id="",
+    )
+    first = open_parent_run(plan, tune_data)
     # An interrupted attempt, rerun with the same settings, keeps its MLflow run.
-    assert open_parent_run("s", folder, tune_data, model, opts, common, sweep, space) == first
+    assert open_parent_run(plan, tune_data) == first
+    # How many trials run at once does not change what the sweep is.
+    unbounded = dataclasses.replace(sweep, max_concurrent_trials=3)
+    assert open_parent_run(dataclasses.replace(plan, sweep=unbounded), tune_data) == first
     with pytest.raises(UserError, match=r"num_samples: 4 -> 8.*choose another --run_name"):
-        open_parent_run(
-            "s", folder, tune_data, model, opts, common, TuneOptions(num_samples=8), space
-        )
+        open_parent_run(dataclasses.replace(plan, sweep=TuneOptions(num_samples=8)), tune_data)
     assert sweep_name(CommonOptions(run_name=None), tune_data) == "tune-prepared"
 
 
@@ -276,7 +280,7 @@ def test_settings_no_trial_could_train_on_the_data_stop_the_sweep_before_it_star
     # Nor a value of the space: a 286 x 286 PatchGAN leaves nothing to judge of 32 px crops.
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"patch_size": {"choice": [16, 286]}}))
-    flags = [*flags, "--search_space", str(space), *_flags(MODEL_FLAGS)]
+    flags = [*flags, "--search_space", str(space), *to_flags(MODEL_FLAGS)]
     assert main(["tune", "--data", tune_data.url, *flags]) == 2
     err = capsys.readouterr().err
     assert "error: the search space's {'patch_size': 286} cannot train" in err
@@ -285,12 +289,18 @@ def test_settings_no_trial_could_train_on_the_data_stop_the_sweep_before_it_star
 
 
 def test_the_paper_configuration_is_the_first_trial_and_optuna_refuses_a_grid():
-    model, opts = ModelOptions(), TrainOptions()
-    space = load_space(TuneOptions(), model, opts)
-    first = baseline_point(space, model, opts)
+    cfg = TrainConfig()
+    space = load_space(TuneOptions(), cfg)
+    first = baseline_point(space, cfg)
     assert first == [{"lambda_L1": 100.0, "patch_size": 70, "norm": "batch"}]
     # Outside the space (or over a grid) there is no baseline trial.
-    assert baseline_point(space, dataclasses.replace(model, patch_size=34), opts) == []
+    assert (
+        baseline_point(
+            space,
+            cfg.replace(patch_size=34),
+        )
+        == []
+    )
 
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
@@ -302,7 +312,7 @@ def test_the_paper_configuration_is_the_first_trial_and_optuna_refuses_a_grid():
     )
     from pipelines.tune.space import parse_search_space
 
-    grid = parse_search_space({"norm": {"grid": ["batch", "instance"]}}, (model, opts))
+    grid = parse_search_space({"norm": {"grid": ["batch", "instance"]}}, cfg)
     with pytest.raises(UserError, match="optuna cannot search a grid"):
         search_algorithm(TuneOptions(search_alg="optuna"), grid, 0, [], 2)
 

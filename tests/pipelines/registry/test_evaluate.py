@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from pipelines.cli import main
-from pipelines.common.dataset import read_prepared
+from pipelines.common.dataset import read_prepared, split_fingerprint
 from pipelines.common.models import load_generator_from_uri, resolve_device
-from pipelines.registry.evaluation import evaluate_model, split_fingerprint
+from pipelines.registry import evaluate
 from pix2pix_core import GeneratorConfig, ImageMetrics, build_generator, resize, to_tensor
-from tests.pipelines.registry_data import CROP, GENERATOR, registry_data
+from tests.pipelines.registry.registry_data import CROP, GENERATOR, registry_data
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def data(ray_cluster, tmp_path_factory, photo_pairs):
 def test_metrics_are_the_core_metrics_on_pairs_resized_to_the_crop(data):
     loaded = load_generator_from_uri(str(data.trained))
     before = copy.deepcopy(loaded.module.state_dict())
-    metrics = evaluate_model(loaded, data.dst, "val", batch_size=3)
+    metrics = evaluate(loaded, data.dst, "val", batch_size=3)
 
     # By hand: the pairs (64 px) resized to the model's 32, one image at a time in train
     # mode (the paper's test time: batch-norm statistics of the image itself).
@@ -42,8 +42,8 @@ def test_metrics_are_the_core_metrics_on_pairs_resized_to_the_crop(data):
 
 
 def test_trained_beats_untrained_on_every_metric(data):
-    trained = evaluate_model(load_generator_from_uri(str(data.trained)), data.dst, "test")
-    untrained = evaluate_model(load_generator_from_uri(str(data.untrained)), data.dst, "test")
+    trained = evaluate(load_generator_from_uri(str(data.trained)), data.dst, "test")
+    untrained = evaluate(load_generator_from_uri(str(data.untrained)), data.dst, "test")
     assert trained["l1"] < untrained["l1"]
     assert trained["psnr"] > untrained["psnr"]
     assert trained["ssim"] > untrained["ssim"]
@@ -51,10 +51,10 @@ def test_trained_beats_untrained_on_every_metric(data):
 
 def test_eval_mode_changes_the_result_and_is_repeatable(data):
     loaded = load_generator_from_uri(str(data.trained))
-    train_mode = evaluate_model(loaded, data.dst, "val", eval_mode=False)
-    eval_mode = evaluate_model(loaded, data.dst, "val", eval_mode=True)
+    train_mode = evaluate(loaded, data.dst, "val", eval_mode=False)
+    eval_mode = evaluate(loaded, data.dst, "val", eval_mode=True)
     assert train_mode != eval_mode  # running statistics vs each image's own
-    assert evaluate_model(loaded, data.dst, "val", eval_mode=True) == eval_mode
+    assert evaluate(loaded, data.dst, "val", eval_mode=True) == eval_mode
 
 
 def test_split_fingerprint_names_the_split(data):
@@ -76,7 +76,7 @@ def test_cli_checkpoint_and_official_state_dict(data, tmp_path, capsys, mlflow_u
     experiment = "test-evaluate-cli"
     assert main(["evaluate", "--model", str(data.trained), *flags, "--log",
                  "--experiment", experiment]) == 0  # fmt: skip
-    expected = evaluate_model(load_generator_from_uri(str(data.trained)), data.dst, "val")
+    expected = evaluate(load_generator_from_uri(str(data.trained)), data.dst, "val")
     mlflow.set_tracking_uri(mlflow_uri)
     runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
     assert runs[0].data.metrics["val_l1"] == pytest.approx(expected["l1"])
@@ -109,6 +109,6 @@ def test_resized_evaluation_compares_at_the_models_size(data):
     loaded = load_generator_from_uri(str(data.trained))
     native = type(loaded)(loaded.module, GENERATOR, False, {**loaded.metadata, "crop_size": 64})
     assert native.crop_size == 64
-    metrics = evaluate_model(native, data.dst, "val")
-    assert metrics != evaluate_model(loaded, data.dst, "val")
+    metrics = evaluate(native, data.dst, "val")
+    assert metrics != evaluate(loaded, data.dst, "val")
     assert np.isfinite(list(metrics.values())).all()

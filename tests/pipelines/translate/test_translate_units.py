@@ -17,7 +17,7 @@ from pipelines.common.storage import Location
 from pipelines.demo.sample_data import encode
 from pipelines.translate.actors import Runtime, Translator, prepare_generator
 from pipelines.translate.io import model_input, read_and_decode
-from pipelines.translate.job import Counts
+from pipelines.translate.job import TranslateSummary
 from pipelines.translate.manifest import check_job, compact, read_state, record, write_part
 from pipelines.translate.paths import list_inputs, plan, safe_relative
 from pix2pix_core import GeneratorConfig, build_generator
@@ -112,10 +112,10 @@ def test_progress_lines_give_the_rate_and_time_left_from_the_first_results_on(ca
 
 
 def test_the_summary_line_agrees_in_number():
-    one = Counts(inputs=1, written=1, processed=1, seconds=2.0)
-    assert one.summary() == "1 image: 1 written, 0 failed; 0.5 images/s"
-    many = Counts(inputs=48_210, written=48_197, earlier=48_000, failed=13, processed=210)
-    assert many.summary().startswith("48,210 images: 48,197 written (48,000 in earlier runs), 13 ")
+    one = TranslateSummary(inputs=1, written=1, processed=1, seconds=2.0)
+    assert one.line() == "1 image: 1 written, 0 failed; 0.5 images/s"
+    many = TranslateSummary(inputs=48_210, written=48_197, earlier=48_000, failed=13, processed=210)
+    assert many.line().startswith("48,210 images: 48,197 written (48,000 in earlier runs), 13 ")
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -274,11 +274,12 @@ def test_compile_takes_the_generator_through_torch_compile_in_the_mode_given(mon
 def test_tiles_are_the_size_the_model_was_trained_on(crop_size, tile):
     from types import SimpleNamespace
 
-    from pipelines.translate.job import TranslateOptions, _tiles
+    from pipelines.translate.options import TranslateOptions
+    from pipelines.translate.resources import tiles
 
     opts = TranslateOptions(model="m", input="i", output="o")
     loaded = SimpleNamespace(multiple=32, crop_size=crop_size)
-    assert _tiles(opts, loaded) == (tile, tile // 4)
+    assert tiles(opts, loaded) == (tile, tile // 4)
 
 
 # -- model actors on CPUs ------------------------------------------------------------------
@@ -287,7 +288,7 @@ GIB = 2**30
 
 
 def test_cpu_actors_default_to_one_single_threaded_actor_per_core():
-    from pipelines.translate.job import cpu_layout
+    from pipelines.translate.resources import cpu_layout
 
     layout = cpu_layout(16, actors=None, threads=None, memory=64 * GIB, bytes_per_actor=GIB)
     assert layout == (16, 1)
@@ -296,7 +297,7 @@ def test_cpu_actors_default_to_one_single_threaded_actor_per_core():
 
 
 def test_the_default_actor_count_fits_the_memory():
-    from pipelines.translate.job import cpu_layout
+    from pipelines.translate.resources import cpu_layout
 
     def layout(memory: float, actors: int | None = None, threads: int | None = None):
         return cpu_layout(16, actors=actors, threads=threads, memory=memory, bytes_per_actor=GIB)
@@ -308,7 +309,7 @@ def test_the_default_actor_count_fits_the_memory():
 
 
 def test_the_actor_estimate_covers_what_a_unet_256_actor_was_measured_to_hold():
-    from pipelines.translate.job import actor_bytes
+    from pipelines.translate.resources import actor_bytes
 
     with torch.device("meta"):  # sizes only
         module = build_generator(GeneratorConfig(netG="unet_256"))

@@ -4,7 +4,9 @@ import pytest
 
 from pipelines import cli
 from pipelines.common.errors import UserError
-from pipelines.config.options import CommonOptions, ModelOptions, add_options, load_options
+from pipelines.config.groups import CommonOptions, PerformanceOptions
+from pipelines.config.loader import add_options, load_options
+from pipelines.train.options import TrainConfig
 
 
 def _parse(argv, *classes):
@@ -14,26 +16,34 @@ def _parse(argv, *classes):
     return load_options(args, *classes)
 
 
+def _model(argv) -> TrainConfig:
+    return TrainConfig.of(_parse(argv, *TrainConfig.GROUPS))
+
+
 def test_defaults_are_the_papers():
-    (model,) = _parse([], ModelOptions)
-    assert model.netG == "unet_256"
-    assert model.norm == "batch"
-    assert model.patch_size == 70
-    assert model.lambda_L1 == 100.0
-    assert (model.lr, model.beta1) == (2e-4, 0.5)
-    assert (model.n_epochs, model.n_epochs_decay) == (100, 100)
-    assert model.gan_mode == "vanilla"
-    g, d, t = model.generator_config(), model.discriminator_config(), model.training_config()
+    cfg = _model([])
+    assert cfg.architecture.netG == "unet_256"
+    assert cfg.architecture.norm == "batch"
+    assert cfg.discriminator.patch_size == 70
+    assert cfg.optimisation.lambda_L1 == 100.0
+    assert (cfg.optimisation.lr, cfg.optimisation.beta1) == (2e-4, 0.5)
+    assert (cfg.optimisation.n_epochs, cfg.optimisation.n_epochs_decay) == (100, 100)
+    assert cfg.optimisation.gan_mode == "vanilla"
+    assert (cfg.train.batch_size, cfg.train.crop_size) == (1, 256)
+    g, d, t = cfg.generator_config(), cfg.discriminator_config(), cfg.training_config()
     assert g.use_dropout and d.input_nc == 6 and t.lambda_l1 == 100.0
 
 
 def test_flags_override_yaml(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("lambda_L1: 10\nnetG: unet_128\nlr: 2e-4\nstorage_path: s3://bucket/runs\n")
-    model, common = _parse(["--config", str(cfg), "--lambda_L1", "50"], ModelOptions, CommonOptions)
-    assert model.lambda_L1 == 50.0
-    assert model.netG == "unet_128"
-    assert model.lr == 2e-4  # YAML reads 2e-4 as a string; it is coerced
+    *groups, common = _parse(
+        ["--config", str(cfg), "--lambda_L1", "50"], *TrainConfig.GROUPS, CommonOptions
+    )
+    model = TrainConfig.of(tuple(groups))
+    assert model.optimisation.lambda_L1 == 50.0
+    assert model.architecture.netG == "unet_128"
+    assert model.optimisation.lr == 2e-4  # YAML reads 2e-4 as a string; it is coerced
     assert common.storage_path == "s3://bucket/runs"
 
 
@@ -42,8 +52,8 @@ def test_flags_override_yaml(tmp_path):
     [([], None), (["--autocast"], True), (["--no_autocast"], False), (["--no-autocast"], False)],
 )
 def test_an_on_off_option_is_negated_as_the_official_code_spells_it(argv, autocast):
-    (model,) = _parse(argv, ModelOptions)
-    assert model.autocast is autocast
+    (performance,) = _parse(argv, PerformanceOptions)
+    assert performance.autocast is autocast
 
 
 def test_help_lists_the_official_negation_only(capsys, monkeypatch):
@@ -64,37 +74,37 @@ def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path):
     cfg.write_text("lambda_l1: 10\n")
     expected = r"unknown option 'lambda_l1' \(did you mean 'lambda_L1'\?\)"
     with pytest.raises(UserError, match=expected):
-        _parse(["--config", str(cfg)], ModelOptions)
+        _model(["--config", str(cfg)])
 
 
 def test_bad_value_names_the_option(tmp_path):
     with pytest.raises(UserError, match=r"--lambda_L1: expected a number, got 'lots'"):
-        _parse(["--lambda_L1", "lots"], ModelOptions)
+        _model(["--lambda_L1", "lots"])
     cfg = tmp_path / "c.yaml"
     cfg.write_text("ngf: [1, 2]\n")
     with pytest.raises(UserError, match=r"ngf: expected an integer"):
-        _parse(["--config", str(cfg)], ModelOptions)
+        _model(["--config", str(cfg)])
 
 
 def test_bad_model_value_is_reported_by_the_core_config():
-    (model,) = _parse(["--norm", "group"], ModelOptions)
     with pytest.raises(UserError, match="group"):
-        model.validate()
-    (model,) = _parse(["--patch_size", "33"], ModelOptions)
+        _model(["--norm", "group"]).validate()
     with pytest.raises(UserError, match="33"):
-        model.validate()
-    (model,) = _parse(["--compile_mode", "reduce-overhead"], ModelOptions)
+        _model(["--patch_size", "33"]).validate()
+    reduce = _model(["--compile_mode", "reduce-overhead"])
     with pytest.raises(UserError, match=r"set compile too \(--compile\), got 'reduce-overhead'$"):
-        model.validate()
+        reduce.validate()
+    with pytest.raises(UserError, match=r"set compile too"):
+        reduce.performance.validate()
 
 
 def test_yaml_must_be_a_mapping(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="expected a mapping"):
-        _parse(["--config", str(cfg)], ModelOptions)
+        _model(["--config", str(cfg)])
     with pytest.raises(UserError, match="not found"):
-        _parse(["--config", str(tmp_path / "missing.yaml")], ModelOptions)
+        _model(["--config", str(tmp_path / "missing.yaml")])
 
 
 def test_storage_options_flag_is_json():
@@ -158,3 +168,34 @@ def test_retrain_has_no_data_flag(capsys):
         cli.main(["retrain", "--source", "x", "--data", "y"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --data y" in capsys.readouterr().err
+
+
+def test_each_verb_shows_the_groups_it_uses_and_translate_no_training_flag():
+    from pipelines.config.fields import names
+    from pipelines.config.groups import DiscriminatorOptions, OptimisationOptions
+    from pipelines.train import TrainOptions
+    from pipelines.translate import TranslateOptions
+
+    def dests(verb: str) -> set[str]:
+        return {a.dest for a in cli.verb_parser(verb)[1]._actions}
+
+    translate = dests("translate")
+    training = names(DiscriminatorOptions, OptimisationOptions, TrainOptions)
+    assert not translate & (set(training) - set(names(TranslateOptions)))
+    assert not translate & {"storage_path", "run_name", "experiment"}
+    # An official *_net_G.pth is read through the architecture group, the same for all.
+    for verb in ("translate", "evaluate", "register"):
+        assert {"netG", "num_downs", "ngf", "norm", "no_dropout", "input_nc"} <= dests(verb)
+    assert {"lambda_L1", "ndf", "crop_size", "storage_path", "compile_mode"} <= dests("train")
+
+
+def test_what_a_run_learns_is_the_options_marked_so():
+    cfg = TrainConfig()
+    learned = cfg.learned()
+    for what in ("lambda_L1", "netG", "patch_size", "n_epochs", "crop_size", "batch_size", "seed"):
+        assert what in learned, what
+    for how in ("compile", "compile_mode", "autocast", "channels_last", "keep_best", "data"):
+        assert how not in learned, how
+    same = cfg.replace(compile=True, compile_mode="max-autotune", keep_best=5, num_val=2)
+    assert same.learned() == learned
+    assert cfg.replace(lambda_L1=10.0).learned() != learned

@@ -351,7 +351,8 @@ def test_mlflow_server_keeps_runs_on_a_volume_and_artifacts_on_s3():
 
 
 def test_retrain_example_is_a_flat_config_of_known_option_types():
-    from pipelines.config.options import CommonOptions, ModelOptions, load_options
+    from pipelines.config.groups import CommonOptions, OptimisationOptions
+    from pipelines.config.loader import load_options
 
     config = yaml.safe_load((INFRA / "retrain.example.yaml").read_text())
     assert isinstance(config, dict) and config
@@ -359,11 +360,12 @@ def test_retrain_example_is_a_flat_config_of_known_option_types():
     assert config["source"] and config["run_name"] and config["name"]
     # The keys the shared options know must load with the shared rules (types, ranges).
     args = argparse.Namespace(config=str(INFRA / "retrain.example.yaml"))
-    common, model = load_options(
-        args, CommonOptions, ModelOptions, extra_keys=set(config) - _fields(CommonOptions)
+    shared = _fields(CommonOptions) | _fields(OptimisationOptions)
+    common, optimisation = load_options(
+        args, CommonOptions, OptimisationOptions, extra_keys=frozenset(set(config) - shared)
     )
     assert common.storage_path == config["storage_path"]
-    assert model.lambda_L1 == config["lambda_L1"]
+    assert optimisation.lambda_L1 == config["lambda_L1"]
 
 
 def _fields(cls: type) -> set[str]:

@@ -9,11 +9,11 @@ import yaml
 from ray import tune
 
 from pipelines.common.errors import UserError
-from pipelines.config.options import ModelOptions
+from pipelines.train import TrainConfig
 from pipelines.tune.space import PAPER_SEARCH_SPACE, parse_search_space
 
-EXAMPLE = Path(__file__).parents[2] / "infra" / "search_space.example.yaml"
-BASE = (ModelOptions(),)
+EXAMPLE = Path(__file__).parents[3] / "infra" / "search_space.example.yaml"
+BASE = TrainConfig()
 
 
 def parse(values, **kwargs):
@@ -105,3 +105,16 @@ def test_bad_spaces_name_the_file_the_key_and_the_problem(values, message):
 def test_excluded_options_say_why():
     with pytest.raises(UserError, match="'ngf' cannot be searched: because"):
         parse({"ngf": {"choice": [8, 16]}}, exclude={"ngf": "because"})
+
+
+def test_what_a_sweep_may_search_follows_the_learns_mark():
+    from pipelines.tune.options import not_searchable
+
+    reasons = not_searchable()
+    for how in ("compile_mode", "autocast", "keep_best", "max_failures", "use_gpu"):
+        assert "how a trial runs, not what it learns" in reasons[how], how
+    assert "--num_workers" in reasons["num_workers"] and "--data" in reasons["data"]
+    for what in ("lambda_L1", "patch_size", "norm", "ngf", "crop_size", "n_epochs", "seed"):
+        assert what not in reasons, what
+    with pytest.raises(UserError, match="'compile_mode' cannot be searched: it changes how"):
+        parse({"compile_mode": {"choice": ["default", "max-autotune"]}}, exclude=reasons)

@@ -1,7 +1,7 @@
 """The flag tables in docs/, generated from each verb's parser so that they cannot drift.
 
-    python -m pipelines.config.flag_tables          # rewrite the tables in docs/*.md
-    python -m pipelines.config.flag_tables --check  # exit 1, naming the pages out of date
+    python -m pipelines.flag_tables          # rewrite the tables in docs/*.md
+    python -m pipelines.flag_tables --check  # exit 1, naming the pages out of date
 
 A page holds a verb's tables between `<!-- flags: VERB -->` and `<!-- /flags: VERB -->`:
 one `| flag | meaning | default |` table per argument group of `pix2pix VERB --help`, with
@@ -17,7 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+from pipelines.cli import VERBS, verb_parser
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 BLOCK = re.compile(r"(<!-- flags: (?P<verb>[\w-]+) -->\n).*?(<!-- /flags: (?P=verb) -->)", re.S)
 _DEFAULT = re.compile(r"\s*\((?:default: (?P<default>.*)|(?P<required>required))\)$", re.S)
 _UNSET = re.compile(r";\s*unset: (?P<default>.*)$", re.S)
@@ -78,8 +80,6 @@ def tables(parser: argparse.ArgumentParser) -> list[tuple[str, list[str]]]:
 
 def render(verb: str, shown: dict[tuple[str, ...], str]) -> str:
     """The Markdown of `verb`'s tables. `shown`: the tables already on the page (updated)."""
-    from pipelines.cli import VERBS, verb_parser
-
     if verb not in VERBS:
         raise KeyError(f"<!-- flags: {verb} -->: no such verb; verbs: {', '.join(VERBS)}")
     parts = []
@@ -102,8 +102,6 @@ def update_page(text: str) -> str:
 
 def stale_pages(docs: Path = DOCS) -> tuple[dict[Path, str], list[str]]:
     """({page: its up-to-date text} for the pages out of date, verbs that have no table)."""
-    from pipelines.cli import VERBS
-
     stale, documented = {}, set()
     for page in sorted(docs.glob("*.md")):
         text = page.read_text()
@@ -116,7 +114,7 @@ def stale_pages(docs: Path = DOCS) -> tuple[dict[Path, str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.config.flag_tables", description=__doc__.splitlines()[0]
+        prog="python -m pipelines.flag_tables", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--check", action="store_true", help="only report pages out of date")
     parser.add_argument("--docs", type=Path, default=DOCS, help="the docs folder")

@@ -25,7 +25,7 @@ from pipelines.cli import main as cli_main
 from pipelines.common.storage import Location
 from pipelines.demo.sample_data import make_pairs, write_dataset
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 STEPS = ("prepare", "train", "evaluate", "register", "promote")
 TINY = {
     "num_downs": 5,
@@ -207,8 +207,9 @@ def test_the_example_config_is_a_complete_retrain_config():
     assert cfg.retrain.source == values["source"] and cfg.retrain.name == values["name"]
     assert cfg.common.run_name == values["run_name"]
     assert cfg.prepare.load_size == values["load_size"]
-    assert cfg.train.crop_size == values["crop_size"] and cfg.model.netG == values["netG"]
+    assert cfg.train.train.crop_size == values["crop_size"]
+    assert cfg.train.architecture.netG == values["netG"]
     # one `metric` for the sweep and the promotion; one `seed` for prepare and training
     assert cfg.tune.metric == values["metric"]
-    assert cfg.prepare.seed == cfg.train.seed
+    assert cfg.prepare.seed == cfg.train.train.seed
     assert not cfg.sweeps  # its search_space is commented out: the train step trains

@@ -16,9 +16,9 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.cli import main
+from pipelines.registry import register
 from pipelines.registry.promotion import promote
-from pipelines.registry.registration import register_generator
-from tests.pipelines.registry_data import (
+from tests.pipelines.registry.registry_data import (
     free_port,
     path_with_venv,
     registry_data,
@@ -74,12 +74,14 @@ def data(ray_cluster, tmp_path_factory, photo_pairs):
 
 def _register_and_promote(server: str, name: str, data, experiment: str) -> None:
     mlflow.set_tracking_uri(server)
-    first = register_generator(name, str(data.untrained), experiment=experiment)
+    first = register(name, str(data.untrained), experiment=experiment)
     assert promote(name, first.version, data.dst).promoted
     # The second through the command line, as a scheduled job would run it.
     flags = ["--tracking_uri", server, "--experiment", experiment]
     assert main(["register", "--checkpoint", str(data.trained), "--name", name, *flags]) == 0
-    args = ["promote", "--name", name, "--candidate", "2", "--data", data.dst.url, *flags]
+    # Promote judges versions of the registry: it has no experiment of its own.
+    args = ["promote", "--name", name, "--candidate", "2", "--data", data.dst.url]
+    args += ["--tracking_uri", server]
     assert main(args) == 0
 
     mlflow.set_tracking_uri(server)

@@ -1,0 +1,204 @@
+"""The option groups that several verbs share; each verb declares the groups it takes.
+
+The model's groups keep the official flag names and take their defaults from
+pix2pix_core's configs (the paper's), and turn into those configs:
+
+    ArchitectureOptions      -> GeneratorConfig          (train, tune, retrain, translate,
+    + DiscriminatorOptions   -> DiscriminatorConfig       evaluate and register read an
+    OptimisationOptions                                   official *_net_G.pth through it)
+    + PerformanceOptions     -> TrainingConfig
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.config.fields import default_of, option
+from pipelines.config.loader import build
+from pix2pix_core import DiscriminatorConfig, GeneratorConfig, TrainingConfig
+from pix2pix_core.training import COMPILE_MODES
+
+# -- where things are and where they are recorded ---------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageOptions:
+    """Storage: how to reach the URLs."""
+
+    storage_options: dict = option({}, "JSON object of fsspec options (endpoint, keys, ...)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingOptions:
+    """Tracking: the MLflow store."""
+
+    tracking_uri: str | None = option(
+        None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentOptions:
+    """Experiment: where MLflow records the runs."""
+
+    experiment: str = option("pix2pix", "MLflow experiment name")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Run: its folder in storage and its name."""
+
+    storage_path: str = option("./runs", "where runs and checkpoints live (any fsspec URL)")
+    run_name: str | None = option(None, "name of the run; rerunning a name resumes it")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonOptions(StorageOptions, TrackingOptions, ExperimentOptions, RunOptions):
+    """Common: the run's folder and name, MLflow, storage."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayOptions:
+    """Ray: the cluster."""
+
+    ray_address: str | None = option(None, "Ray cluster address (default: start or join local)")
+
+
+# -- the model --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchitectureOptions:
+    """Architecture: the generator (and the norm of both networks)."""
+
+    netG: str = option(
+        default_of(GeneratorConfig, "netG"), "generator: unet_256 | unet_128", learns=True
+    )
+    num_downs: int | None = option(
+        None, "U-Net depth; overrides netG (sides divisible by 2^N)", learns=True
+    )
+    ngf: int = option(
+        default_of(GeneratorConfig, "ngf"), "generator filters in the first layer", learns=True
+    )
+    norm: str = option(
+        default_of(GeneratorConfig, "norm"),
+        "normalisation: batch | instance | syncbatch | none",
+        learns=True,
+    )
+    no_dropout: bool = option(False, "no dropout in the generator", learns=True)
+    input_nc: int = option(default_of(GeneratorConfig, "input_nc"), "input channels", learns=True)
+    output_nc: int = option(
+        default_of(GeneratorConfig, "output_nc"), "output channels", learns=True
+    )
+
+    def generator_config(self) -> GeneratorConfig:
+        return build(
+            GeneratorConfig,
+            netG=self.netG,
+            num_downs=self.num_downs,
+            ngf=self.ngf,
+            norm=self.norm,
+            use_dropout=not self.no_dropout,
+            input_nc=self.input_nc,
+            output_nc=self.output_nc,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiscriminatorOptions:
+    """Discriminator: the PatchGAN."""
+
+    ndf: int = option(
+        default_of(DiscriminatorConfig, "ndf"), "discriminator filters, first layer", learns=True
+    )
+    patch_size: int = option(
+        default_of(DiscriminatorConfig, "patch_size"),
+        "PatchGAN receptive field N: 1|16|70|286",
+        learns=True,
+    )
+    n_layers_D: int | None = option(None, "PatchGAN layers; overrides patch_size", learns=True)
+
+    def discriminator_config(self, architecture: ArchitectureOptions) -> DiscriminatorConfig:
+        """The PatchGAN for `architecture`'s generator: its norm, and A's plus B's channels."""
+        return build(
+            DiscriminatorConfig,
+            patch_size=self.patch_size,
+            n_layers=self.n_layers_D,
+            ndf=self.ndf,
+            norm=architecture.norm,
+            input_nc=architecture.input_nc + architecture.output_nc,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimisationOptions:
+    """Optimisation: the losses, Adam and the schedule."""
+
+    gan_mode: str = option(
+        default_of(TrainingConfig, "gan_mode"), "GAN loss: vanilla | lsgan", learns=True
+    )
+    lambda_L1: float = option(
+        default_of(TrainingConfig, "lambda_l1"), "weight of the L1 loss", learns=True
+    )
+    lr: float = option(default_of(TrainingConfig, "lr"), "Adam learning rate", learns=True)
+    beta1: float = option(default_of(TrainingConfig, "beta1"), "Adam beta1", learns=True)
+    n_epochs: int = option(
+        default_of(TrainingConfig, "n_epochs"), "epochs at the initial lr", learns=True
+    )
+    n_epochs_decay: int = option(
+        default_of(TrainingConfig, "n_epochs_decay"),
+        "epochs of linear decay of the lr to zero",
+        learns=True,
+    )
+
+    @property
+    def total_epochs(self) -> int:
+        return self.n_epochs + self.n_epochs_decay
+
+    def training_config(self, performance: PerformanceOptions) -> TrainingConfig:
+        return build(
+            TrainingConfig,
+            gan_mode=self.gan_mode,
+            lambda_l1=self.lambda_L1,
+            lr=self.lr,
+            beta1=self.beta1,
+            n_epochs=self.n_epochs,
+            n_epochs_decay=self.n_epochs_decay,
+            **performance.training_fields(),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerformanceOptions:
+    """Performance: how fast the networks run (never what they compute)."""
+
+    channels_last: bool | None = option(
+        None,
+        "channels_last memory format (default: training on CUDA only; translate's actors on "
+        "every device)",
+    )
+    autocast: bool | None = option(
+        None,
+        "bf16 autocast (default: where the device computes bf16 natively: CUDA from "
+        "Ampere on, CPUs with AVX512-BF16 or AMX)",
+    )
+    compile: bool = option(False, "torch.compile the networks")
+    compile_mode: str = option(
+        default_of(TrainingConfig, "compile_mode"),
+        "torch.compile mode; reduce-overhead replays CUDA graphs (for launch-bound steps)",
+        choices=COMPILE_MODES,
+    )
+
+    def training_fields(self) -> dict[str, Any]:
+        """These switches as pix2pix_core.TrainingConfig names them."""
+        return {
+            "channels_last": self.channels_last,
+            "autocast": self.autocast,
+            "compile": self.compile,
+            "compile_mode": self.compile_mode,
+        }
+
+    def validate(self) -> None:
+        """What TrainingConfig refuses (--compile_mode without --compile), as a UserError."""
+        build(TrainingConfig, **self.training_fields())

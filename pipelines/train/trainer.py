@@ -1,0 +1,80 @@
+"""The Ray Train `TorchTrainer` of a planned run: the same for `pix2pix train`, each Tune
+trial and the retrain workflow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from pipelines.common.dataset import read_prepared
+from pipelines.common.names import CHECKPOINT_SCORE
+from pipelines.train.plan import TrainRun
+from pipelines.train.validation import read_val_pairs
+from pipelines.train.worker import TrainJob, train_fn_per_worker
+
+
+def worker_job(run: TrainRun) -> TrainJob:
+    """The job description every worker receives (it travels pickled, no live objects)."""
+    cfg = run.config
+    return TrainJob(
+        generator=cfg.generator_config(),
+        discriminator=cfg.discriminator_config(),
+        training=cfg.training_config(),
+        options=cfg.train,
+        all_options=cfg.flat(),
+        run_name=run.name,
+        run_folder=run.folder.url,
+        storage_options=dict(run.folder.options),
+        dataset={
+            "url": run.data.url,
+            "fingerprint": run.fingerprint,
+            "load_size": run.dataset.get("load_size"),
+            "direction": run.dataset.get("direction"),
+        },
+        tracking_uri=run.tracking_uri,
+        mlflow_run_id=run.mlflow_run_id,
+        val_pairs=ray.put(read_val_pairs(run.data, cfg.train.num_val)),
+        fault_hook=run.fault_hook,
+    )
+
+
+def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()) -> TorchTrainer:
+    """The TorchTrainer of `run`. `callbacks` are Ray Train `UserCallback`s (Tune passes its
+    `TuneReportCallback`, which forwards every epoch's report to the trial)."""
+    opts = run.config.train
+    # A new random block order each epoch; workers shuffle locally on top of it.
+    train_ds = read_prepared(run.data, "train").select_columns(["a", "b"]).randomize_block_order()
+    # The epoch line is the progress display: Ray Data's bars, redrawn by each worker's
+    # split of every epoch, and its "Starting execution ... Execution plan ..." lines,
+    # printed for every epoch, would bury it.
+    train_ds.context.enable_progress_bars = False
+    train_ds.context.print_on_execution_start = False
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={"job": worker_job(run)},
+        torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=opts.num_workers,
+            use_gpu=run.use_gpu,
+            resources_per_worker={"CPU": run.cpus_per_worker} | ({"GPU": 1} if run.use_gpu else {}),
+        ),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=run.storage.path,
+            storage_filesystem=run.storage.arrow_fs,
+            failure_config=FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=opts.keep_best,
+                checkpoint_score_attribute=CHECKPOINT_SCORE.reported,
+                checkpoint_score_order=CHECKPOINT_SCORE.mode,
+            ),
+            callbacks=list(callbacks),
+            # Ray Train's per-report INFO lines would bury the one progress line per epoch.
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+        datasets={"train": train_ds},
+    )
