@@ -12,7 +12,8 @@ from typing import Any
 from pipelines.train.options import TrainConfig
 from pix2pix_core import GeneratorConfig
 
-TINY_MODEL: dict[str, Any] = {"num_downs": 5, "ngf": 8, "ndf": 8}
+TINY_ARCHITECTURE: dict[str, Any] = {"num_downs": 5, "ngf": 8}
+TINY_MODEL: dict[str, Any] = {**TINY_ARCHITECTURE, "ndf": 8}
 TINY_EPOCHS: dict[str, Any] = {"n_epochs": 1, "n_epochs_decay": 1}
 CROP = 32
 GENERATOR = GeneratorConfig(num_downs=5, ngf=8)

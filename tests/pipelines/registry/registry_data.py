@@ -26,17 +26,16 @@ from pipelines.demo.sample_data import write_dataset
 from pipelines.prepare import PrepareOptions, prepare
 from pix2pix_core import (
     DiscriminatorConfig,
-    GeneratorConfig,
     Pix2Pix,
     resize,
     save_checkpoint,
     save_generator,
     to_tensor,
 )
+from tests.tiny import CROP, GENERATOR
 
 LOAD = 64  # prepared image size
-CROP = 32  # the models' size
-GENERATOR = GeneratorConfig(num_downs=5, ngf=8)
+# CROP: the models' size
 DISCRIMINATOR = DiscriminatorConfig(ndf=8, n_layers=1, input_nc=6)
 TRAIN_STEPS = 40
 

@@ -24,18 +24,11 @@ from mlflow import MlflowClient
 from pipelines.cli import main as cli_main
 from pipelines.common.storage import Location
 from pipelines.demo.sample_data import make_pairs, write_dataset
+from tests.tiny import CROP, TINY_EPOCHS, TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[3]
 STEPS = ("prepare", "train", "evaluate", "register", "promote")
-TINY = {
-    "num_downs": 5,
-    "ngf": 8,
-    "ndf": 8,
-    "n_epochs": 1,
-    "n_epochs_decay": 1,
-    "load_size": 36,
-    "crop_size": 32,
-}
+TINY = {**TINY_MODEL, **TINY_EPOCHS, "load_size": CROP + 4, "crop_size": CROP}
 
 # The first attempt runs the CLI's own `run` with a fault hook (pipelines.train.faults):
 # the training worker announces its pid after epoch 1's checkpoint and waits to be killed.

@@ -25,6 +25,7 @@ from pipelines.common.storage import Location
 from pipelines.demo.sample_data import encode
 from pix2pix_core import GeneratorConfig, build_generator, save_generator
 from tests.bad_inputs import bad_files, odd_files
+from tests.tiny import GENERATOR, TINY_ARCHITECTURE, to_flags
 
 REPO = Path(__file__).resolve().parents[3]
 TILE = 32  # the tiny generator's size: larger images are tiled, smaller ones resized
@@ -42,7 +43,7 @@ GOOD_SIZES = {  # name -> (width, height): one tile, tiled, tiled, resized up an
 
 
 def _tiny_config() -> GeneratorConfig:
-    return GeneratorConfig(netG="unet_128", num_downs=5, ngf=8)
+    return GENERATOR
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,7 @@ def test_official_weights_translate_exactly_like_the_same_weights_of_this_projec
     official = tmp_path / "official"
     rc, output = _translate(
         capsys,
-        "--model", str(tiny_model[1]), "--netG", "unet_128", "--num_downs", "5", "--ngf", "8",
+        "--model", str(tiny_model[1]), *to_flags(TINY_ARCHITECTURE),
         "--eval", "--input", src.url, "--output", str(official),
     )  # fmt: skip
     assert rc == 0, output
