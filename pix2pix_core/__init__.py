@@ -8,7 +8,7 @@ from pix2pix_core.checkpoint import (
     save_checkpoint,
     save_generator,
 )
-from pix2pix_core.losses import GANLoss
+from pix2pix_core.losses import GANLoss, gradient_penalty
 from pix2pix_core.metrics import ImageMetrics
 from pix2pix_core.networks import (
     DiscriminatorConfig,
@@ -28,6 +28,7 @@ __all__ = [
     "TrainingConfig",
     "build_discriminator",
     "build_generator",
+    "gradient_penalty",
     "load_checkpoint",
     "load_generator",
     "load_official_generator",

@@ -2,11 +2,13 @@
 
 ``Pix2Pix.train_step`` is the official ``optimize_parameters``: D on (A, G(A)) detached and on
 (A, B) with the loss halved, then G against the frozen D with ``G_GAN + lambda_L1 * L1``.
+``step_schedulers`` is the official ``update_learning_rate``, called at the start of each epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pix2pix_core.losses import GANLoss
+from pix2pix_core.losses import GANLoss, gradient_penalty
 from pix2pix_core.networks import (
     DiscriminatorConfig,
     GeneratorConfig,
@@ -23,10 +25,17 @@ from pix2pix_core.networks import (
     build_generator,
     init_weights,
 )
+from pix2pix_core.networks.paired import PairedDiscriminator
 from pix2pix_core.precision import native_bf16
-from pix2pix_core.training_config import COMPILE_MODES, TrainingConfig, lambda_rule
+from pix2pix_core.training_config import (
+    COMPILE_MODES,
+    LR_POLICIES,
+    TrainingConfig,
+    build_scheduler,
+    lambda_rule,
+)
 
-__all__ = ["COMPILE_MODES", "LOSS_NAMES", "Pix2Pix", "TrainingConfig", "lambda_rule"]
+__all__ = ["COMPILE_MODES", "LOSS_NAMES", "LR_POLICIES", "Pix2Pix", "TrainingConfig", "lambda_rule"]
 
 # Devices where a performance switch left on "auto" (None) turns on. channels_last pays with
 # cuDNN and not on CPUs (docs/design.md#channels_last-on-cuda-only); bf16 autocast where the
@@ -39,26 +48,6 @@ _SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
 LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 # The torch.compile modes that replay the kernels as CUDA graphs (on CUDA).
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-class PairedDiscriminator(nn.Module):
-    """Runs the discriminator on the fake pair and on the real pair in one ``forward``.
-
-    The two passes stay separate (own batch statistics each, as in the official code), but a
-    DDP wrapper around this module broadcasts BatchNorm buffers once per backward. Wrapping the
-    bare discriminator and calling it twice makes DDP's second forward overwrite, in place, the
-    running stats that the first pass saved for its backward (cuDNN's batch-norm backward takes
-    them), and autograd then fails with "modified by an inplace operation".
-    """
-
-    def __init__(self, discriminator: nn.Module) -> None:
-        super().__init__()
-        self.discriminator = discriminator
-
-    def forward(
-        self, fake_pair: torch.Tensor, real_pair: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.discriminator(fake_pair), self.discriminator(real_pair)
 
 
 class Pix2Pix:
@@ -101,8 +90,8 @@ class Pix2Pix:
         # The seed covers weight init and dropout, which both draw from torch's global RNG.
         if seed is not None:
             torch.manual_seed(seed)
-        net_g = init_weights(build_generator(generator), cfg.init_gain)
-        net_d = init_weights(build_discriminator(discriminator), cfg.init_gain)
+        net_g = init_weights(build_generator(generator), cfg.init_type, cfg.init_gain)
+        net_d = init_weights(build_discriminator(discriminator), cfg.init_type, cfg.init_gain)
         for net in (net_g, net_d):
             net.to(self.device)
             if self.channels_last:
@@ -123,9 +112,8 @@ class Pix2Pix:
         self.criterion_gan = GANLoss(cfg.gan_mode)
         self.optimizer_G = self._adam(net_g)
         self.optimizer_D = self._adam(net_d)
-        rule = lambda_rule(cfg.epoch_count, cfg.n_epochs, cfg.n_epochs_decay)
-        self.scheduler_G = torch.optim.lr_scheduler.LambdaLR(self.optimizer_G, rule)
-        self.scheduler_D = torch.optim.lr_scheduler.LambdaLR(self.optimizer_D, rule)
+        self.scheduler_G = build_scheduler(self.optimizer_G, cfg)
+        self.scheduler_D = build_scheduler(self.optimizer_D, cfg)
 
     def _adam(self, net: nn.Module) -> torch.optim.Adam:
         cfg = self.training_config
@@ -218,7 +206,19 @@ class Pix2Pix:
             )
         loss_d_fake = self.criterion_gan(pred_fake, False)
         loss_d_real = self.criterion_gan(pred_real, True)
-        ((loss_d_fake + loss_d_real) * 0.5).backward()
+        loss_d = (loss_d_fake + loss_d_real) * 0.5
+        if self.training_config.lambda_gp > 0:
+            # WGAN-GP's penalty, which the official pix2pix never adds (lambda_gp 0 there):
+            # cal_gradient_penalty's defaults (mixed pairs, constant 1), on the bare D, which
+            # shares its parameters (and DDP's gradient hooks) with the netD that ran above.
+            with self._autocast():
+                loss_d = loss_d + gradient_penalty(
+                    self.discriminator_module,
+                    torch.cat((real_a, real_b), 1),
+                    torch.cat((real_a, fake_b.detach()), 1),
+                    lambda_gp=self.training_config.lambda_gp,
+                )
+        loss_d.backward()
         self.optimizer_D.step()
 
         # 3. generator: fool the frozen D and stay close to B in L1
@@ -238,10 +238,26 @@ class Pix2Pix:
         values = torch.stack([loss_g_gan, loss_g_l1, loss_d_real, loss_d_fake]).detach()
         return dict(zip(LOSS_NAMES, values.tolist(), strict=True))
 
-    def step_schedulers(self) -> None:
-        """Advance both learning-rate schedules by one epoch (call once at the end of each)."""
-        self.scheduler_G.step()
-        self.scheduler_D.step()
+    def step_schedulers(self, metric: float | None = None) -> None:
+        """Advance both learning-rate schedules by one epoch: call it at the START of each
+        epoch, before its first ``train_step``, as the official train.py calls
+        ``update_learning_rate`` (so the linear policy trains its last epoch at rate 0).
+
+        ``metric`` is what lr_policy "plateau" watches (lower is better; e.g. the previous
+        epoch's validation L1): without one (the first epoch) that schedule is not stepped and
+        the rate stays. The official pix2pix never sets its metric, so there the plateau
+        policy sees 0 at every epoch: pass ``metric=0.0`` for its exact schedule. The other
+        policies ignore ``metric``.
+        """
+        with warnings.catch_warnings():
+            # Stepping before the epoch's first optimizer step is the official order.
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
+            for scheduler in (self.scheduler_G, self.scheduler_D):
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    if metric is not None:
+                        scheduler.step(metric)
+                else:
+                    scheduler.step()
 
     @property
     def current_lr(self) -> float:
@@ -345,11 +361,12 @@ class Pix2Pix:
                 f"{name} must be a float NCHW tensor in [-1, 1] (see transforms.to_tensor), "
                 f"got {got}"
             )
-        multiple = 2**self.generator_config.depth
+        multiple = self.generator_config.multiple
         if x.shape[2] % multiple or x.shape[3] % multiple:
             raise ValueError(
-                f"{name} is {x.shape[2]}x{x.shape[3]}, but a U-Net of depth "
-                f"{self.generator_config.depth} needs sides that are multiples of {multiple}"
+                f"{name} is {x.shape[2]}x{x.shape[3]}, but generator "
+                f"{self.generator_config.netG} (depth {self.generator_config.depth}) needs "
+                f"sides that are multiples of {multiple}"
             )
         x = x.to(self.device, torch.float32, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

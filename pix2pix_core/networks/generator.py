@@ -1,24 +1,25 @@
-"""U-Net generator, module-for-module the official ``UnetGenerator``.
-
-The nesting of ``UnetSkipConnectionBlock``s and the order inside each ``nn.Sequential`` are
-what make state dicts interchangeable with the official code (``model.model.1.model.3...``).
-"""
+"""The generator by its official ``--netG`` name: a U-Net (``unet.py``) or a ResNet
+(``resnet.py``), described by a ``GeneratorConfig``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from pix2pix_core.networks.norm import NormFactory, check_norm, conv_bias_for, get_norm_layer
+from pix2pix_core.networks.norm import check_norm, conv_bias_for, get_norm_layer
+from pix2pix_core.networks.registry import Registry
+from pix2pix_core.networks.resnet import N_DOWNSAMPLING, ResnetGenerator
+from pix2pix_core.networks.unet import MIN_DEPTH, UnetGenerator
 
-# Official --netG names -> number of downsamplings (2**depth = the input size it bottoms out at).
-GENERATORS: dict[str, int] = {"unet_256": 8, "unet_128": 7}
-
-# The five blocks that change width (ngf -> ngf*8 and the innermost) exist at every depth.
-_MIN_DEPTH = 5
+# U-Net --netG names -> number of downsamplings (2**depth: the side it bottoms out at 1x1).
+UNET_DEPTHS: dict[str, int] = {"unet_256": 8, "unet_128": 7}
+# ResNet --netG names -> residual blocks.
+RESNET_BLOCKS: dict[str, int] = {"resnet_9blocks": 9, "resnet_6blocks": 6}
+# The official --crop_size default, which the ResNets are trained at unless told otherwise.
+RESNET_CROP_SIZE = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +27,8 @@ class GeneratorConfig:
     """``netG``/``ngf``/``norm``/``use_dropout`` keep the official flag names and defaults.
 
     ``use_dropout=True`` is the pix2pix default (the official model sets it unless
-    ``--no_dropout``). ``num_downs`` overrides the depth that ``netG`` implies.
+    ``--no_dropout``), for the U-Nets and the ResNets alike. ``num_downs`` overrides the
+    depth that a U-Net's ``netG`` implies; it does not apply to the ResNets.
     """
 
     netG: str = "unet_256"
@@ -39,23 +41,47 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.netG not in GENERATORS:
-            raise ValueError(f"unknown netG {self.netG!r}; valid generators: {sorted(GENERATORS)}")
+            raise ValueError(
+                f"unknown netG {self.netG!r}; valid generators: {', '.join(GENERATORS)}"
+            )
         check_norm(self.norm)
         for name in ("ngf", "input_nc", "output_nc"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.num_downs is not None and (
-            not isinstance(self.num_downs, int) or self.num_downs < _MIN_DEPTH
-        ):
-            raise ValueError(
-                f"num_downs must be an integer >= {_MIN_DEPTH}, got {self.num_downs!r}"
-            )
+        if self.num_downs is not None:
+            if not self.is_unet:
+                raise ValueError(
+                    f"num_downs sets a U-Net's depth; netG {self.netG!r} is a ResNet, "
+                    f"got num_downs {self.num_downs!r}"
+                )
+            if not isinstance(self.num_downs, int) or self.num_downs < MIN_DEPTH:
+                raise ValueError(
+                    f"num_downs must be an integer >= {MIN_DEPTH}, got {self.num_downs!r}"
+                )
+
+    @property
+    def is_unet(self) -> bool:
+        return self.netG in UNET_DEPTHS
 
     @property
     def depth(self) -> int:
-        """Number of stride-2 downsamplings; inputs must be divisible by ``2**depth``."""
-        return self.num_downs if self.num_downs is not None else GENERATORS[self.netG]
+        """Number of stride-2 downsamplings: a U-Net's ``num_downs``, 2 for a ResNet."""
+        if not self.is_unet:
+            return N_DOWNSAMPLING
+        return self.num_downs if self.num_downs is not None else UNET_DEPTHS[self.netG]
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this (``2**depth``: 256 for unet_256, 4 for a
+        ResNet) to come out at their own size."""
+        return 2**self.depth
+
+    @property
+    def default_crop_size(self) -> int:
+        """The side the official code trains this generator at by default: a U-Net's
+        ``2**depth`` (its name: unet_256 -> 256), 256 for a ResNet (``--crop_size``)."""
+        return 2**self.depth if self.is_unet else RESNET_CROP_SIZE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,97 +91,7 @@ class GeneratorConfig:
         return cls(**data)
 
 
-class UnetSkipConnectionBlock(nn.Module):
-    """One U-Net level: down -> submodule -> up, with the input concatenated to the output.
-
-    The outermost block returns its output without the skip; the innermost has no submodule.
-    """
-
-    def __init__(
-        self,
-        outer_nc: int,
-        inner_nc: int,
-        *,
-        input_nc: int | None = None,
-        submodule: nn.Module | None = None,
-        outermost: bool = False,
-        innermost: bool = False,
-        norm_layer: NormFactory,
-        use_bias: bool,
-        use_dropout: bool = False,
-    ) -> None:
-        super().__init__()
-        self.outermost = outermost
-        if input_nc is None:
-            input_nc = outer_nc
-        downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
-        downrelu = nn.LeakyReLU(0.2, True)
-        downnorm = norm_layer(inner_nc)
-        uprelu = nn.ReLU(True)
-        upnorm = norm_layer(outer_nc)
-
-        if outermost:
-            assert submodule is not None
-            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
-            layers = [downconv, submodule, uprelu, upconv, nn.Tanh()]
-        elif innermost:
-            upconv = nn.ConvTranspose2d(
-                inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=use_bias
-            )
-            layers = [downrelu, downconv, uprelu, upconv, upnorm]
-        else:
-            assert submodule is not None
-            upconv = nn.ConvTranspose2d(
-                inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=use_bias
-            )
-            layers = [downrelu, downconv, downnorm, submodule, uprelu, upconv, upnorm]
-            if use_dropout:
-                layers.append(nn.Dropout(0.5))
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.outermost:
-            return self.model(x)
-        return torch.cat([x, self.model(x)], 1)
-
-
-class UnetGenerator(nn.Module):
-    """Built from the innermost block outwards, exactly as the official constructor does."""
-
-    def __init__(
-        self,
-        input_nc: int,
-        output_nc: int,
-        num_downs: int,
-        *,
-        ngf: int = 64,
-        norm_layer: NormFactory,
-        use_bias: bool,
-        use_dropout: bool = False,
-    ) -> None:
-        super().__init__()
-        common = {"norm_layer": norm_layer, "use_bias": use_bias}
-        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, **common)
-        # The extra ngf*8 levels are where the paper's dropout (the only noise source) lives.
-        for _ in range(num_downs - _MIN_DEPTH):
-            block = UnetSkipConnectionBlock(
-                ngf * 8, ngf * 8, submodule=block, use_dropout=use_dropout, **common
-            )
-        block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block, **common)
-        block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block, **common)
-        block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block, **common)
-        # The official code hands norm_layer to the outermost block as well, so its first conv
-        # has no bias under batch norm; the parameter counts and keys depend on that.
-        self.model = UnetSkipConnectionBlock(
-            output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, **common
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-def build_generator(cfg: GeneratorConfig) -> UnetGenerator:
-    """Build the (uninitialised) generator that ``cfg`` describes."""
+def _unet(cfg: GeneratorConfig) -> nn.Module:
     return UnetGenerator(
         cfg.input_nc,
         cfg.output_nc,
@@ -165,3 +101,32 @@ def build_generator(cfg: GeneratorConfig) -> UnetGenerator:
         use_bias=conv_bias_for(cfg.norm),
         use_dropout=cfg.use_dropout,
     )
+
+
+def _resnet(cfg: GeneratorConfig) -> nn.Module:
+    return ResnetGenerator(
+        cfg.input_nc,
+        cfg.output_nc,
+        ngf=cfg.ngf,
+        norm_layer=get_norm_layer(cfg.norm),
+        use_bias=conv_bias_for(cfg.norm),
+        use_dropout=cfg.use_dropout,
+        n_blocks=RESNET_BLOCKS[cfg.netG],
+    )
+
+
+# --netG name -> builder of the (uninitialised) network; the official define_G's choices.
+GENERATORS: Registry[Callable[[GeneratorConfig], nn.Module]] = Registry(
+    "netG",
+    {
+        "unet_256": _unet,
+        "unet_128": _unet,
+        "resnet_9blocks": _resnet,
+        "resnet_6blocks": _resnet,
+    },
+)
+
+
+def build_generator(cfg: GeneratorConfig) -> nn.Module:
+    """Build the (uninitialised) generator that ``cfg`` describes."""
+    return GENERATORS[cfg.netG](cfg)

@@ -15,7 +15,7 @@ from pix2pix_core import (
     save_checkpoint,
     save_generator,
 )
-from pix2pix_core.checkpoint import official_unet_flags
+from pix2pix_core.checkpoint import official_generator_flags, official_unet_flags
 
 from .helpers import image_pair, tiny_model
 
@@ -149,3 +149,73 @@ def test_a_state_dict_of_no_unet_is_refused_with_the_first_lines_of_the_mismatch
     with pytest.raises(ValueError, match="does not fit a generator built from") as refused:
         load_official_generator(buffer.getvalue(), GeneratorConfig(ngf=8, num_downs=5))
     assert len(str(refused.value).splitlines()) <= 3
+
+
+def _bytes(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def test_official_state_dict_without_batch_norm_statistics_is_refused_naming_them():
+    # The official strict load refuses it; nothing is filled in from a fresh network.
+    cfg = GeneratorConfig(ngf=8, num_downs=5)
+    state = build_generator(cfg).state_dict()
+    del state["model.model.1.model.2.running_mean"], state["model.model.1.model.2.running_var"]
+    with pytest.raises(ValueError) as refused:
+        load_official_generator(_bytes(state), cfg)
+    message = str(refused.value)
+    assert "missing 2 key(s): model.model.1.model.2.running_mean, model.model.1.model.2" in message
+    assert "official strict load refuses it too" in message
+
+
+def test_official_state_dict_with_an_extra_tensor_is_refused_naming_it():
+    cfg = GeneratorConfig(ngf=8, num_downs=5)
+    state = {**build_generator(cfg).state_dict(), "model.model.7.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"unexpected 1 key\(s\): model\.model\.7\.weight"):
+        load_official_generator(_bytes(state), cfg)
+
+
+def test_official_instance_norm_counters_are_dropped_as_the_official_patch_does():
+    cfg = GeneratorConfig(netG="resnet_6blocks", ngf=4, norm="instance")
+    source = build_generator(cfg)
+    state = source.state_dict()
+    # What PyTorch 0.4.x wrote for InstanceNorm2d: stats and a counter it no longer keeps.
+    for key in ("model.2", "model.10.conv_block.2"):
+        state[f"{key}.running_mean"] = torch.zeros(4 if key == "model.2" else 16)
+        state[f"{key}.num_batches_tracked"] = torch.tensor(3)
+    net = load_official_generator(_bytes(state), cfg)
+    for key, value in source.state_dict().items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        GeneratorConfig(netG="resnet_9blocks", ngf=4),
+        GeneratorConfig(netG="resnet_9blocks", ngf=4, use_dropout=False),
+        GeneratorConfig(netG="resnet_6blocks", ngf=4, norm="instance", use_dropout=False),
+        GeneratorConfig(netG="resnet_6blocks", ngf=4, norm="none", input_nc=1, output_nc=2),
+    ],
+)
+def test_official_resnet_loads_and_its_flags_are_read_from_the_weights(cfg):
+    source = build_generator(cfg)
+    torch.nn.init.normal_(source.model[1].weight)
+    flags = official_generator_flags(source.state_dict())
+    expected = {"netG": cfg.netG, "ngf": 4, "norm": cfg.norm, "input_nc": cfg.input_nc}
+    assert flags.items() >= (expected | {"output_nc": cfg.output_nc}).items()
+    assert flags.get("no_dropout", False) is not cfg.use_dropout
+    net = load_official_generator(_bytes(source.state_dict()), cfg)
+    assert torch.equal(net.state_dict()["model.1.weight"], source.model[1].weight)
+
+
+def test_official_resnet_for_other_flags_is_refused_naming_the_flags_that_fit():
+    weights = build_generator(GeneratorConfig(netG="resnet_6blocks", ngf=4, use_dropout=False))
+    wanted = GeneratorConfig(netG="resnet_6blocks", ngf=4)  # with dropout: other slots
+    with pytest.raises(ValueError) as refused:
+        load_official_generator(_bytes(weights.state_dict()), wanted)
+    expected = "ResNet --netG resnet_6blocks --ngf 4 --norm batch --input_nc 3 --output_nc 3"
+    assert f"{expected} --no_dropout, not of" in str(refused.value)
+    with pytest.raises(ValueError, match="the weights are of a U-Net --num_downs 5"):
+        unet = build_generator(GeneratorConfig(ngf=4, num_downs=5))
+        load_official_generator(_bytes(unet.state_dict()), wanted)

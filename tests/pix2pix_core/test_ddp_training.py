@@ -3,6 +3,7 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -29,13 +30,13 @@ def _gather_flat(tensors) -> list[torch.Tensor]:
     return out
 
 
-def _worker(rank: int, port: int, results: dict) -> None:
+def _worker(rank: int, port: int, results: dict, training: dict) -> None:
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
     try:
         # Different seeds: DDP must broadcast rank 0's initial weights itself.
-        model = tiny_model(seed=rank, norm="batch")
+        model = tiny_model(seed=rank, norm="batch", **training)
         model.parallelize(lambda module: DistributedDataParallel(module))
         losses = []
         for step in range(STEPS):
@@ -60,10 +61,13 @@ def _worker(rank: int, port: int, results: dict) -> None:
         dist.destroy_process_group()
 
 
-def test_ddp_training_keeps_ranks_identical():
+# wgangp with its penalty: the penalty's gradients come from a pass of the bare discriminator,
+# and must still be averaged across ranks by the wrapper's hooks (else the D's would drift).
+@pytest.mark.parametrize("training", [{}, {"gan_mode": "wgangp", "lambda_gp": 10.0}], ids=str)
+def test_ddp_training_keeps_ranks_identical(training):
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_worker, args=(_free_port(), results), nprocs=WORLD_SIZE, join=True)
+        mp.spawn(_worker, args=(_free_port(), results, training), nprocs=WORLD_SIZE, join=True)
         results = dict(results)
     assert sorted(results) == [0, 1]
     for rank, result in results.items():
