@@ -17,7 +17,14 @@ from typing import Any
 from pipelines.config.fields import default_of, option
 from pipelines.config.loader import build
 from pix2pix_core import DiscriminatorConfig, GeneratorConfig, TrainingConfig
-from pix2pix_core.training import COMPILE_MODES
+from pix2pix_core.losses import GAN_MODES
+from pix2pix_core.networks import DISCRIMINATORS, GENERATORS, INIT_TYPES
+from pix2pix_core.training import COMPILE_MODES, LR_POLICIES
+
+
+def _names(registry: dict) -> str:
+    return " | ".join(registry)
+
 
 # -- where things are and where they are recorded ---------------------------------------
 
@@ -73,10 +80,10 @@ class ArchitectureOptions:
     """Architecture: the generator (and the norm of both networks)."""
 
     netG: str = option(
-        default_of(GeneratorConfig, "netG"), "generator: unet_256 | unet_128", learns=True
+        default_of(GeneratorConfig, "netG"), f"generator: {_names(GENERATORS)}", learns=True
     )
     num_downs: int | None = option(
-        None, "U-Net depth; overrides netG (sides divisible by 2^N)", learns=True
+        None, "U-Net depth; overrides a U-Net netG's (sides divisible by 2^N)", learns=True
     )
     ngf: int = option(
         default_of(GeneratorConfig, "ngf"), "generator filters in the first layer", learns=True
@@ -86,7 +93,9 @@ class ArchitectureOptions:
         "normalisation: batch | instance | syncbatch | none",
         learns=True,
     )
-    no_dropout: bool = option(False, "no dropout in the generator", learns=True)
+    no_dropout: bool = option(
+        False, "no dropout in the generator (U-Net and ResNet alike)", learns=True
+    )
     input_nc: int = option(default_of(GeneratorConfig, "input_nc"), "input channels", learns=True)
     output_nc: int = option(
         default_of(GeneratorConfig, "output_nc"), "output channels", learns=True
@@ -107,22 +116,36 @@ class ArchitectureOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class DiscriminatorOptions:
-    """Discriminator: the PatchGAN."""
+    """Discriminator: the PatchGAN.
 
+    netD, else n_layers_D, else patch_size decides; what is given must agree (a patch_size
+    other than its default 70 must be the receptive field of netD/n_layers_D).
+    """
+
+    netD: str | None = option(
+        default_of(DiscriminatorConfig, "netD"),
+        f"discriminator: {_names(DISCRIMINATORS)} (unset: from patch_size, 70 = basic)",
+        learns=True,
+    )
     ndf: int = option(
         default_of(DiscriminatorConfig, "ndf"), "discriminator filters, first layer", learns=True
     )
     patch_size: int = option(
         default_of(DiscriminatorConfig, "patch_size"),
-        "PatchGAN receptive field N: 1|16|70|286",
+        "PatchGAN receptive field N: 1 (pixel) | 16 | 70 (basic) | 286",
         learns=True,
     )
-    n_layers_D: int | None = option(None, "PatchGAN layers; overrides patch_size", learns=True)
+    n_layers_D: int | None = option(
+        None,
+        "layers of the n_layers PatchGAN (unset: 3 with --netD n_layers); overrides patch_size",
+        learns=True,
+    )
 
     def discriminator_config(self, architecture: ArchitectureOptions) -> DiscriminatorConfig:
         """The PatchGAN for `architecture`'s generator: its norm, and A's plus B's channels."""
         return build(
             DiscriminatorConfig,
+            netD=self.netD,
             patch_size=self.patch_size,
             n_layers=self.n_layers_D,
             ndf=self.ndf,
@@ -136,10 +159,16 @@ class OptimisationOptions:
     """Optimisation: the losses, Adam and the schedule."""
 
     gan_mode: str = option(
-        default_of(TrainingConfig, "gan_mode"), "GAN loss: vanilla | lsgan", learns=True
+        default_of(TrainingConfig, "gan_mode"), f"GAN loss: {_names(GAN_MODES)}", learns=True
     )
     lambda_L1: float = option(
         default_of(TrainingConfig, "lambda_l1"), "weight of the L1 loss", learns=True
+    )
+    lambda_gp: float = option(
+        default_of(TrainingConfig, "lambda_gp"),
+        "weight of the WGAN-GP gradient penalty, with --gan_mode wgangp (10 in WGAN-GP; the "
+        "official pix2pix adds none)",
+        learns=True,
     )
     lr: float = option(default_of(TrainingConfig, "lr"), "Adam learning rate", learns=True)
     beta1: float = option(default_of(TrainingConfig, "beta1"), "Adam beta1", learns=True)
@@ -149,6 +178,27 @@ class OptimisationOptions:
     n_epochs_decay: int = option(
         default_of(TrainingConfig, "n_epochs_decay"),
         "epochs of linear decay of the lr to zero",
+        learns=True,
+    )
+    lr_policy: str = option(
+        default_of(TrainingConfig, "lr_policy"),
+        f"lr schedule: {_names(LR_POLICIES)} (step: x0.1 every lr_decay_iters epochs; "
+        "plateau: x0.2 after 5 epochs without progress; cosine: to 0 over n_epochs)",
+        learns=True,
+    )
+    lr_decay_iters: int = option(
+        default_of(TrainingConfig, "lr_decay_iters"),
+        "epochs between the step policy's decays",
+        learns=True,
+    )
+    init_type: str = option(
+        default_of(TrainingConfig, "init_type"),
+        f"weight initialisation: {_names(INIT_TYPES)}",
+        learns=True,
+    )
+    init_gain: float = option(
+        default_of(TrainingConfig, "init_gain"),
+        "scale of the normal, xavier and orthogonal initialisations",
         learns=True,
     )
 
@@ -161,10 +211,15 @@ class OptimisationOptions:
             TrainingConfig,
             gan_mode=self.gan_mode,
             lambda_l1=self.lambda_L1,
+            lambda_gp=self.lambda_gp,
             lr=self.lr,
             beta1=self.beta1,
             n_epochs=self.n_epochs,
             n_epochs_decay=self.n_epochs_decay,
+            lr_policy=self.lr_policy,
+            lr_decay_iters=self.lr_decay_iters,
+            init_type=self.init_type,
+            init_gain=self.init_gain,
             **performance.training_fields(),
         )
 

@@ -199,3 +199,68 @@ def test_what_a_run_learns_is_the_options_marked_so():
     same = cfg.replace(compile=True, compile_mode="max-autotune", keep_best=5, num_val=2)
     assert same.learned() == learned
     assert cfg.replace(lambda_L1=10.0).learned() != learned
+
+
+def test_the_official_model_flags_reach_the_core_configs():
+    cfg = _model(
+        [
+            "--netG",
+            "resnet_9blocks",
+            "--netD",
+            "n_layers",
+            "--n_layers_D",
+            "0",
+            "--gan_mode",
+            "wgangp",
+            "--lambda_gp",
+            "10",
+            "--init_type",
+            "xavier",
+            "--init_gain",
+            "0.05",
+            "--lr_policy",
+            "step",
+            "--lr_decay_iters",
+            "20",
+        ]
+    )
+    g, d, t = cfg.generator_config(), cfg.discriminator_config(), cfg.training_config()
+    assert (g.netG, g.multiple) == ("resnet_9blocks", 4)
+    assert (d.kind, d.layers, d.receptive_field) == ("n_layers", 0, 16)
+    assert (t.gan_mode, t.lambda_gp, t.init_type, t.init_gain) == ("wgangp", 10.0, "xavier", 0.05)
+    assert (t.lr_policy, t.lr_decay_iters) == ("step", 20)
+
+
+def test_the_new_model_flags_default_to_the_papers_settings():
+    cfg = _model([])
+    d, t = cfg.discriminator_config(), cfg.training_config()
+    assert cfg.discriminator.netD is None and (d.kind, d.receptive_field) == ("basic", 70)
+    assert (t.init_type, t.init_gain, t.lr_policy, t.lambda_gp) == ("normal", 0.02, "linear", 0.0)
+    assert _model(["--patch_size", "1"]).discriminator_config().kind == "pixel"
+
+
+@pytest.mark.parametrize(
+    ("argv", "quoted"),
+    [
+        (["--netD", "pixel", "--patch_size", "286"], "patch_size 286 contradicts netD 'pixel'"),
+        (["--netD", "basic", "--n_layers_D", "5"], "netD 'basic' with n_layers 5"),
+        (["--netG", "resnet_12blocks"], "'resnet_12blocks'"),
+        (["--netD", "multiscale"], "'multiscale'"),
+        (["--gan_mode", "hinge"], "'hinge'"),
+        (["--lambda_gp", "10"], "needs gan_mode 'wgangp', not 'vanilla'"),
+        (["--init_type", "uniform"], "'uniform'"),
+        (["--lr_policy", "exponential"], "'exponential'"),
+        (["--netG", "resnet_6blocks", "--num_downs", "6"], "num_downs 6"),
+    ],
+)
+def test_bad_combinations_of_model_flags_are_user_errors_quoting_the_values(argv, quoted):
+    with pytest.raises(UserError) as refused:
+        _model(argv).validate()
+    assert quoted in str(refused.value)
+
+
+def test_the_new_model_options_change_what_a_run_learns():
+    learned = TrainConfig().learned()
+    for what in ("netD", "lambda_gp", "lr_policy", "lr_decay_iters", "init_type", "init_gain"):
+        assert what in learned, what
+    assert TrainConfig().replace(netG="resnet_9blocks").learned() != learned

@@ -118,3 +118,37 @@ def test_what_a_sweep_may_search_follows_the_learns_mark():
         assert what not in reasons, what
     with pytest.raises(UserError, match="'compile_mode' cannot be searched: it changes how"):
         parse({"compile_mode": {"choice": ["default", "max-autotune"]}}, exclude=reasons)
+
+
+def test_the_official_architecture_and_schedule_options_can_be_searched():
+    space = parse(
+        {
+            "netG": {"choice": ["unet_256", "resnet_9blocks"]},
+            "netD": {"choice": ["basic", "pixel"]},
+            "gan_mode": {"choice": ["vanilla", "lsgan"]},
+            "init_type": {"choice": ["normal", "kaiming"]},
+            "lr_policy": {"choice": ["linear", "cosine"]},
+            "init_gain": {"loguniform": [0.005, 0.05]},
+        }
+    )
+    domains = space.param_space()
+    assert domains["netG"].categories == ["unet_256", "resnet_9blocks"]
+    assert domains["netD"].categories == ["basic", "pixel"]
+    assert isinstance(domains["init_gain"], tune.search.sample.Float)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"netG": {"choice": ["unet_256", "resnet_12blocks"]}}, "netG: unknown netG 'resnet_12"),
+        ({"netD": {"choice": ["basic", "multiscale"]}}, "netD: unknown netD 'multiscale'"),
+        ({"init_type": {"choice": ["normal", "uniform"]}}, "init_type: init_type must be one of"),
+        ({"lr_policy": {"choice": ["linear", "exp"]}}, "lr_policy must be one of linear, step"),
+        ({"lambda_gp": {"uniform": [1, 10]}}, "needs gan_mode 'wgangp'"),
+    ],
+)
+def test_invalid_values_of_the_official_options_are_refused_with_a_message(values, message):
+    with pytest.raises(UserError) as refused:
+        parse(values)
+    assert str(refused.value).startswith("space.yaml: ")
+    assert message in str(refused.value)
