@@ -208,8 +208,9 @@ class Pix2Pix:
         loss_d_real = self.criterion_gan(pred_real, True)
         loss_d = (loss_d_fake + loss_d_real) * 0.5
         if self.training_config.lambda_gp > 0:
-            # WGAN-GP's penalty, which the official pix2pix never adds (lambda_gp 0 there):
-            # cal_gradient_penalty's defaults (mixed pairs, constant 1), on the bare D, which
+            # Opt-in: the official backward_D adds no penalty even with --gan_mode wgangp
+            # (cal_gradient_penalty is in its networks.py, called by no model). This adds that
+            # function with its defaults (mixed pairs, constant 1), through the bare D, which
             # shares its parameters (and DDP's gradient hooks) with the netD that ran above.
             with self._autocast():
                 loss_d = loss_d + gradient_penalty(
