@@ -275,6 +275,10 @@ class Pix2Pix:
         generator's mode and its running statistics are as before the call. After
         ``parallelize`` with norm "syncbatch", train-mode normalisation is a collective: call
         it on every rank, or use ``eval_mode=True``.
+
+        The training model's own modules run (compiled, as trained): in the paper's mode an
+        output depends on its batch, as in the official test at a batch size above 1. The
+        jobs' test time is ``pix2pix_core.inference``'s, whose outputs do not.
         """
         self._new_step()
         net = self.generator_module

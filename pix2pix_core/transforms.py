@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 RESIZE_MODES = ("bicubic", "bilinear")
 
@@ -91,3 +92,36 @@ def resize(x: torch.Tensor, size: int | tuple[int, int], mode: str = "bicubic") 
         return x
     out = F.interpolate(x, size=target, mode=mode, align_corners=False, antialias=True)
     return out.clamp(-1.0, 1.0)
+
+
+def resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 H x W x C -> height x width x C, bicubic as the official code (PIL).
+
+    The one resampler from an image to the model's size and back, wherever the model runs:
+    prepare, validation, evaluation, the registered model and translate.
+    """
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    out = np.asarray(img.resize((width, height), Image.Resampling.BICUBIC))
+    return out[..., None] if out.ndim == 2 else out
+
+
+SCALE_MODES = ("auto", "resize", "tile")
+
+
+def model_input_side(mode: str, *, tile: int, load_size: int | None) -> int | None:
+    """The side an image is resampled to (a square) before the generator, which takes it in
+    `tile` x `tile` tiles (one tile: the plain forward); None: the image's own size.
+
+    - "auto": the scale the model was trained at: training resized its sources to
+      `load_size` x `load_size` and cropped `tile`s from them, so does this (`load_size`
+      None: the model's own size, the official test's resize).
+    - "resize": `tile`, the official test's resize, whatever the model's record.
+    - "tile": None, every image at full resolution (a model trained at that scale).
+    """
+    if mode not in SCALE_MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes: {list(SCALE_MODES)}")
+    if mode == "tile":
+        return None
+    return tile if mode == "resize" or load_size is None else load_size

@@ -66,6 +66,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a Ray of its own, never one that `ray start` left running
             num_cpus=4,  # logical: more than the 2 cores so Train, Data and Tune coexist
             object_store_memory=512 * 1024**2,
             include_dashboard=False,

@@ -9,8 +9,11 @@
       test/*.parquet        (only if the source has a test split)
 
 Images are stored losslessly encoded (uncompressed TIFF; the Parquet column is LZ4
-compressed) at `load_size`; `images.decode_stored` reads any format Pillow reads. The random
-crop to `crop_size` and the flip happen at training time, anew each epoch.
+compressed); `images.decode_stored` reads any format Pillow reads. Train pairs are resized
+to `load_size` x `load_size`, and the random crop to `crop_size` and the flip happen at
+training time, anew each epoch. Val and test pairs keep their source size (longer sides
+scaled down to `held_out_max_side`), so that validation and evaluation resample each image
+once, from the source to the model's size, as the official test does.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines.common.errors import UserError
@@ -37,9 +41,9 @@ PAIR_SCHEMA = pa.schema(
     [
         ("key", pa.string()),  # relative path without extension, unique in the dataset
         ("split", pa.string()),
-        ("a", pa.binary()),  # input image, lossless (TIFF), RGB, load_size x load_size
+        ("a", pa.binary()),  # input image, lossless (TIFF), RGB (see above for its size)
         ("b", pa.binary()),  # target image, same encoding and size
-        ("width", pa.int32()),
+        ("width", pa.int32()),  # of the stored images
         ("height", pa.int32()),
         ("a_url", pa.string()),  # where A came from (for aligned sources: the A|B file)
         ("b_url", pa.string()),
@@ -70,12 +74,17 @@ def read_info(dst: Location) -> dict[str, Any]:
     return info
 
 
-def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A Ray Data batch of encoded pairs -> `key`, `a`, `b` (uint8 N x H x W x 3)."""
+Channels = tuple[int, int]  # of A and of B: a model's input_nc and output_nc
+
+
+def decode_pairs(
+    batch: dict[str, np.ndarray], channels: Channels = (3, 3)
+) -> dict[str, np.ndarray]:
+    """A Ray Data batch of encoded pairs -> `key`, `a`, `b` (uint8 N x H x W x C)."""
     return {
         "key": batch["key"],
-        "a": np.stack([decode_stored(x) for x in batch["a"]]),
-        "b": np.stack([decode_stored(x) for x in batch["b"]]),
+        "a": np.stack([decode_stored(x, channels[0]) for x in batch["a"]]),
+        "b": np.stack([decode_stored(x, channels[1]) for x in batch["b"]]),
     }
 
 
@@ -93,8 +102,11 @@ def existing_split(dst: Location, split: str) -> Location:
     return split_location(dst, split)
 
 
-def read_prepared(dst: Location, split: str, *, decode: bool = True):  # -> ray.data.Dataset
-    """The prepared `split` as a Ray Dataset of `key`, `a`, `b` (decoded uint8 arrays).
+def read_prepared(
+    dst: Location, split: str, *, decode: bool = True, channels: Channels = (3, 3)
+):  # -> ray.data.Dataset
+    """The prepared `split` as a Ray Dataset of `key`, `a`, `b` (decoded uint8 arrays, with
+    `channels` for A and B).
 
     With `decode=False` the rows keep every stored column, images still encoded.
     """
@@ -115,20 +127,43 @@ def read_prepared(dst: Location, split: str, *, decode: bool = True):  # -> ray.
     ds.context.enable_progress_bars = saved[1]  # the dataset's own copy of the context
     if not decode:
         return ds
-    return ds.map_batches(decode_pairs, batch_format="numpy", batch_size=16)
+    return ds.map_batches(
+        decode_pairs, batch_format="numpy", batch_size=16, fn_kwargs={"channels": channels}
+    )
 
 
-def iter_pairs(dst: Location, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of `key`, `a`, `b` (decoded uint8 N x H x W x 3) of a prepared split, in
-    shard order, read with pyarrow in this process (no Ray)."""
+EncodedPair = tuple[str, bytes, bytes]  # key, a, b as stored
+
+
+def read_encoded_pairs(dst: Location, split: str, limit: int | None = None) -> list[EncodedPair]:
+    """The pairs of a prepared split, still encoded, in key order (at most `limit`), read
+    with pyarrow in this process (no Ray): held-out splits are small."""
     loc = existing_split(dst, split)
     shards = sorted(p for p in loc.fs.find(loc.path) if p.endswith(".parquet"))
     if not shards:
         raise UserError(f"{loc.url}: no Parquet shards; prepare the dataset again")
-    table = pads.dataset(shards, filesystem=loc.arrow_fs, format="parquet")
-    for batch in table.to_batches(columns=["key", "a", "b"], batch_size=batch_size):
-        if batch.num_rows:
-            yield decode_pairs({name: batch.column(name).to_pylist() for name in ("key", "a", "b")})
+    table = pads.dataset(shards, filesystem=loc.arrow_fs, format="parquet").to_table(
+        columns=["key", "a", "b"]
+    )
+    table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
+    if limit is not None:
+        table = table.slice(0, limit)
+    columns = (table[name].to_pylist() for name in ("key", "a", "b"))
+    return list(zip(*columns, strict=True))
+
+
+def decode_pair(pair: EncodedPair, channels: Channels = (3, 3)) -> tuple[np.ndarray, np.ndarray]:
+    """An encoded pair's (a, b), uint8 H x W x C."""
+    _, a, b = pair
+    return decode_stored(a, channels[0]), decode_stored(b, channels[1])
+
+
+def iter_pairs(
+    dst: Location, split: str, channels: Channels = (3, 3)
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(a, b) of each pair of a prepared split, decoded one at a time, in key order."""
+    for pair in read_encoded_pairs(dst, split):
+        yield decode_pair(pair, channels)
 
 
 def split_fingerprint(dst: Location, split: str) -> str:

@@ -6,7 +6,6 @@ evaluate read back what this module decides:
     decode(bytes)      -> Picture: 8-bit RGB (or grayscale), alpha kept aside, upright
                           (EXIF orientation applied), its full size and a note; or BadImage
     split_aligned      -> the A and B halves of an aligned A|B picture, or BadImage
-    resize             -> bicubic, as the official implementation (PIL)
     encode             -> TIFF (the prepared dataset), PNG or JPEG (translate's outputs)
     decode_stored      -> the pixels of a file prepare stored
 
@@ -14,7 +13,8 @@ Any Pillow mode is converted with one rule: grayscale, palette and CMYK by Pillo
 16-bit images scaled by 1/257 (rounded) and float images in 0..1 by 255 (0..255 ones
 kept, NaN read as 0), never clipped at 255 as Pillow's convert() does. The pixel limit
 is checked from the header, before any pixel is decoded, so a decompression bomb costs
-nothing; Pillow's own global limit is restored after each decode.
+nothing; Pillow's own global limit is restored after each decode. Resizing is
+`pix2pix_core.transforms.resample`, which the registered model uses too.
 """
 
 from __future__ import annotations
@@ -233,15 +233,6 @@ def split_aligned(picture: Picture) -> tuple[Picture, Picture]:
     return side(slice(0, cut)), side(slice(cut, None))
 
 
-def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 H x W x C -> height x width x C, bicubic (PIL), as the official code."""
-    if pixels.shape[:2] == (height, width):
-        return pixels
-    img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    out = np.asarray(img.resize((width, height), Image.Resampling.BICUBIC))
-    return out[..., None] if out.ndim == 2 else out
-
-
 # -- encoding -----------------------------------------------------------------------------
 
 
@@ -265,7 +256,10 @@ def encode(pixels: np.ndarray, fmt: str, alpha: np.ndarray | None = None) -> tup
     return buf.getvalue(), note
 
 
-def decode_stored(data: bytes) -> np.ndarray:
-    """An image prepare stored (lossless, RGB) -> uint8 H x W x 3; reads any format."""
+def decode_stored(data: bytes, channels: int = 3) -> np.ndarray:
+    """An image prepare stored (lossless, RGB) -> uint8 H x W x `channels` (1: grayscale by
+    Pillow's rule, as `decode` and the official code's Grayscale); reads any format."""
     with Image.open(io.BytesIO(data)) as img:
+        if channels == 1:
+            return np.asarray(img.convert("L"))[..., None]
         return np.asarray(img.convert("RGB"))

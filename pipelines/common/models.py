@@ -33,6 +33,7 @@ from pipelines.common.names import File, judged
 from pipelines.common.storage import Location
 from pix2pix_core import GeneratorConfig
 from pix2pix_core.checkpoint import load_generator, load_official_generator
+from pix2pix_core.inference import TestTimeGenerator, from_state_dict
 from pix2pix_core.model_folder import ARTIFACT, read_model_folder
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -60,12 +61,25 @@ class LoadedGenerator:
     @property
     def crop_size(self) -> int:
         """The image side the generator was trained on."""
-        return int(self.metadata.get("crop_size") or 2**self.config.depth)
+        return int(self.metadata.get("crop_size") or self.config.default_crop_size)
+
+    def for_test(self, *, eval_mode: bool | None = None, seed: int = 0) -> TestTimeGenerator:
+        """The generator with its recorded test-time semantics (or `eval_mode`), on this
+        module's tensors and device; the module itself is left as it is."""
+        mode = self.eval_mode if eval_mode is None else eval_mode
+        return from_state_dict(self.config, self.module.state_dict(), eval_mode=mode, seed=seed)
+
+    @property
+    def load_size(self) -> int | None:
+        """The side training resized its sources to before cropping (prepare's load_size),
+        if the model recorded it: the scale translate feeds it at by default."""
+        value = self.metadata.get("load_size")
+        return int(value) if value else None
 
     @property
     def multiple(self) -> int:
-        """Image sides must be divisible by this to run through the U-Net."""
-        return 2**self.config.depth
+        """Image sides must be divisible by this to run through the generator."""
+        return self.config.multiple
 
 
 def resolve_device(name: str) -> str:
@@ -152,7 +166,8 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> LoadedGenerator:
             module, config, settings = read_model_folder(_artifact_folder(local, uri))
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise UserError(f"{uri}: not a pix2pix generator model ({err})") from None
-    metadata = {**settings.get("metadata", {}), "crop_size": settings["crop_size"], "source": uri}
+    metadata = {**settings.get("metadata", {}), "source": uri}
+    metadata |= {k: settings.get(k) for k in ("crop_size", "load_size")}
     metadata.update(_registry_metadata(uri))
     return LoadedGenerator(module, config, bool(settings["eval_mode"]), metadata)
 

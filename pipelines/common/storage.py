@@ -144,6 +144,24 @@ class Location:
     def write_json(self, value: Any) -> None:
         self.write_bytes(json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
 
+    def check_access(self, flag: str, *, write: bool = False) -> None:
+        """Fail now, in one line naming `flag`, the URL and the cause, if this location
+        cannot be read (or, with `write`, written): before any work, not from a Ray task."""
+        try:
+            if write:
+                self.makedirs()
+                probe = self.join(f".pix2pix-write-check-{uuid.uuid4().hex}")
+                probe.write_bytes(b"")
+                probe.fs.rm(probe.path)
+            else:
+                self.exists()
+        except UserError as err:
+            raise UserError(f"{flag} {self.url}: {err}") from None
+        except Exception as err:
+            cause = access_problem(err) or f"{type(err).__name__}: {err}"
+            action = "cannot write there" if write else "cannot read it"
+            raise UserError(f"{flag} {self.url}: {action}: {cause}") from None
+
     def makedirs(self) -> None:
         """Create the folder (a no-op on object stores, where folders are implicit)."""
         if self.is_local:

@@ -41,6 +41,7 @@ from pipelines.prepare.pairs import (
     IMAGE_FORMAT,
     PARQUET_COMPRESSION,
     RESULT_SCHEMA,
+    held_out_max_side,
     process_batch,
 )
 from pipelines.prepare.sources import Sources, carve_val, discover
@@ -87,11 +88,13 @@ def prepare(
     opts = options or PrepareOptions()
     src = src if isinstance(src, Location) else Location.parse(src, storage_options)
     dst = dst if isinstance(dst, Location) else Location.parse(dst, storage_options)
+    src.check_access("SRC")
     started = time.monotonic()
     # 1. list, pair, carve
     sources = discover(src, opts.layout)
     _check_no_overlap(src, dst, sources)
     carved = carve_val(sources.work, opts.val_fraction, opts.seed)
+    dst.check_access("DST", write=True)
     _clear_previous(dst)
 
     # 2. decode, validate, resize, encode, write shards
@@ -211,8 +214,9 @@ def _info(
         "fingerprint": summary.fingerprint,
         "direction": opts.direction,
         "load_size": opts.load_size,
-        "width": opts.load_size,
+        "width": opts.load_size,  # of the train images
         "height": opts.load_size,
+        "held_out_max_side": held_out_max_side(opts.load_size),
         "encoding": f"{IMAGE_FORMAT.lower()} in parquet ({PARQUET_COMPRESSION})",
         "counts": {split: n for split, n in summary.counts.items() if n},
         "inputs": summary.inputs,

@@ -12,16 +12,20 @@ measured in benchmarks/bench_prepare.py).
 from __future__ import annotations
 
 import hashlib
+import io
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from pipelines.common.dataset import PAIR_SCHEMA
-from pipelines.common.images import BadImage, Picture, decode, encode, resize, split_aligned
+from pipelines.common.images import BadImage, Picture, decode, encode, split_aligned
 from pipelines.common.storage import Location
+from pix2pix_core.transforms import resample
 
 IMAGE_FORMAT = "TIFF"  # uncompressed: the Parquet column is compressed instead
+HELD_OUT_MAX_SIDE = 1024  # longer sides of val and test images are scaled down to this
 PARQUET_COMPRESSION = "lz4"
 
 # What each of the work table's rows says (built by prepare_sources, read here).
@@ -56,8 +60,31 @@ class BadInput(BadImage):
         self.side = side
 
 
-def _stored(picture: Picture, load_size: int) -> bytes:
-    return encode(resize(picture.pixels, load_size, load_size), IMAGE_FORMAT)[0]
+def held_out_max_side(load_size: int) -> int:
+    """The longest side a val or test image keeps: `HELD_OUT_MAX_SIDE`, or twice load_size."""
+    return max(HELD_OUT_MAX_SIDE, 2 * load_size)
+
+
+def held_out_size(width: int, height: int, load_size: int) -> tuple[int, int]:
+    """Val and test keep their source size, so that evaluation resamples each image once,
+    from the source to the model's size; only longer sides than `held_out_max_side` are
+    scaled down, the aspect kept."""
+    scale = min(1.0, held_out_max_side(load_size) / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _stored(picture: Picture, load_size: int, held_out: bool) -> bytes:
+    if held_out:
+        width, height = held_out_size(*picture.pixels.shape[1::-1], load_size)
+    else:
+        width = height = load_size
+    return encode(resample(picture.pixels, height, width), IMAGE_FORMAT)[0]
+
+
+def stored_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a stored image, from its header."""
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
 
 
 def _note(picture: Picture) -> str:
@@ -68,28 +95,38 @@ def _note(picture: Picture) -> str:
 
 
 def prepare_aligned(
-    data: bytes, *, load_size: int, direction: str, max_pixels: int
+    data: bytes, *, load_size: int, direction: str, max_pixels: int, held_out: bool = False
 ) -> tuple[bytes, bytes, str]:
-    """An A|B image -> (a, b, note), `a` being the model's input for `direction`."""
+    """An A|B image -> (a, b, note), `a` being the model's input for `direction`; resized to
+    load_size, or (`held_out`: val and test) at the source size."""
     try:
         # Each half is resized to load_size: the whole may be decoded down to twice that.
-        picture = decode(data, max_pixels=max_pixels, min_side=2 * load_size)
+        min_side = 0 if held_out else 2 * load_size
+        picture = decode(data, max_pixels=max_pixels, min_side=min_side)
         left, right = split_aligned(picture)
     except BadImage as err:
         raise BadInput(str(err)) from None
     if direction == "BtoA":
         left, right = right, left
-    return _stored(left, load_size), _stored(right, load_size), _note(picture)
+    return _stored(left, load_size, held_out), _stored(right, load_size, held_out), _note(picture)
 
 
 def prepare_pair(
-    data_a: bytes, data_b: bytes, *, load_size: int, direction: str, max_pixels: int
+    data_a: bytes,
+    data_b: bytes,
+    *,
+    load_size: int,
+    direction: str,
+    max_pixels: int,
+    held_out: bool = False,
 ) -> tuple[bytes, bytes, str]:
-    """Separate A and B images -> (a, b, note). Both sides must have the same size."""
+    """Separate A and B images -> (a, b, note), as `prepare_aligned`. Both sides must have
+    the same size."""
     sides, notes = {}, []
     for name, data in (("A", data_a), ("B", data_b)):
         try:
-            sides[name] = decode(data, max_pixels=max_pixels, min_side=load_size)
+            min_side = 0 if held_out else load_size
+            sides[name] = decode(data, max_pixels=max_pixels, min_side=min_side)
         except BadImage as err:
             raise BadInput(f"{name}: {err}", side=name) from None
         if note := _note(sides[name]):
@@ -102,7 +139,7 @@ def prepare_pair(
         )
     if direction == "BtoA":
         a, b = b, a
-    return _stored(a, load_size), _stored(b, load_size), "; ".join(notes)
+    return _stored(a, load_size, held_out), _stored(b, load_size, held_out), "; ".join(notes)
 
 
 # -- one Ray Data batch -----------------------------------------------------------------
@@ -174,6 +211,7 @@ def process_batch(
         reason, note, url = None, "", row["a_url"]
         try:
             a, b, note = _prepare_row(row, data, load_size, direction, max_pixels)
+            width, height = stored_size(a)
         except BadInput as err:
             reason = str(err)
             url = row["b_url"] if err.side == "B" else url
@@ -186,8 +224,8 @@ def process_batch(
                     "split": row["split"],
                     "a": a,
                     "b": b,
-                    "width": load_size,
-                    "height": load_size,
+                    "width": width,
+                    "height": height,
                     "a_url": row["a_url"],
                     "b_url": row["b_url"] or row["a_url"],
                     "note": note,
@@ -210,7 +248,12 @@ def process_batch(
 def _prepare_row(
     row: dict, data: dict, load_size: int, direction: str, max_pixels: int
 ) -> tuple[bytes, bytes, str]:
-    kwargs = {"load_size": load_size, "direction": direction, "max_pixels": max_pixels}
+    kwargs = {
+        "load_size": load_size,
+        "direction": direction,
+        "max_pixels": max_pixels,
+        "held_out": row["split"] != "train",
+    }
     if row["b_url"] is None:
         return prepare_aligned(_bytes(data, row["a_url"]), **kwargs)
     try:

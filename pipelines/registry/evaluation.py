@@ -13,7 +13,6 @@ to training data, and the generator's forward, not the decoding, is what costs.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 from dataclasses import dataclass
 
@@ -38,16 +37,8 @@ from pipelines.config.groups import (
     TrackingOptions,
 )
 from pipelines.config.loader import add_options, given, load_options
+from pix2pix_core.inference import translated_pairs
 from pix2pix_core.metrics import ImageMetrics
-from pix2pix_core.transforms import resize, to_tensor
-
-
-def _inference_copy(loaded: LoadedGenerator, eval_mode: bool) -> torch.nn.Module:
-    """The module set up for inference; in train mode a copy, since batch norm in train
-    mode updates its running statistics and the loaded weights must stay as saved."""
-    module = loaded.module if eval_mode else copy.deepcopy(loaded.module)
-    module.train(not eval_mode)
-    return module
 
 
 def evaluate(
@@ -61,31 +52,22 @@ def evaluate(
 ) -> dict[str, float]:
     """{"l1", "psnr", "ssim"} of `loaded` on the prepared `split` of `dst`.
 
-    `eval_mode` None uses the model's saved setting. In train mode (dropout on) each image
-    goes through alone, as in the official test, and dropout is seeded with `seed` so that
-    two evaluations of the same model agree.
+    The model runs with its recorded test-time semantics, unless `eval_mode` says otherwise
+    (pix2pix_core.inference: in the paper's, dropout masks come from each image and
+    `seed`, so two evaluations agree whatever the batch size). Each image is resampled once,
+    from what prepare stored to the model's size, as validation does.
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be positive, got {batch_size!r}")
-    eval_mode = loaded.eval_mode if eval_mode is None else eval_mode
-    module = _inference_copy(loaded, eval_mode)
-    device = next(module.parameters()).device
-    size = loaded.crop_size
-    chunk = batch_size if eval_mode else 1
+    device = next(loaded.module.parameters()).device
+    generator = loaded.for_test(eval_mode=eval_mode, seed=seed)
     metrics = ImageMetrics()
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        with torch.inference_mode():
-            for batch in iter_pairs(dst, split, batch_size):
-                real_a, real_b = to_tensor(batch["a"]), to_tensor(batch["b"])
-                if real_a.shape[-2:] != (size, size):
-                    real_a, real_b = resize(real_a, (size, size)), resize(real_b, (size, size))
-                for start in range(0, len(real_a), chunk):
-                    fake_b = module(real_a[start : start + chunk].to(device))
-                    metrics.update(fake_b.float().cpu(), real_b[start : start + chunk])
-    finally:
-        torch.random.set_rng_state(generator_state)
+    pairs = iter_pairs(dst, split, (loaded.config.input_nc, loaded.config.output_nc))
+    with torch.inference_mode():
+        for _, fake_b, real_b in translated_pairs(
+            generator, pairs, size=loaded.crop_size, batch_size=batch_size, device=device
+        ):
+            metrics.update(fake_b.cpu(), real_b.cpu())
     values = metrics.compute()
     return {name: float(values[name]) for name in METRIC_NAMES}
 
@@ -174,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         opts.model, architecture.generator_config(), given(args, ArchitectureOptions)
     )
     data = Location.parse(opts.data, storage.storage_options)
+    data.check_access("--data")
     fingerprint = split_fingerprint(data, opts.split)
     loaded = load_generator_from_uri(
         opts.model,

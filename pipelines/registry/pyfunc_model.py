@@ -1,8 +1,9 @@
 """The registered model: an MLflow pyfunc that translates a batch of RGB images.
 
-Input: uint8 N x H x W x 3. Output: uint8 N x H x W x 3, the translated batch. Sides that
-the U-Net can take (divisible by 2**depth) run at their own size; any other size is
-resized to the model's size, translated, and resized back.
+Input: uint8 N x H x W x 3. Output: uint8 N x H x W x 3, the translated batch, made as
+`pix2pix translate` makes it by default: each image resampled to the scale the model was
+trained at, translated in tiles of the model's size with its recorded test-time
+semantics (pix2pix_core.inference), and resampled back to its own size.
 
 This file is logged as the model's code ("models from code"): MLflow runs it when the model
 is loaded, and `pix2pix_core` travels with the model as its code path. It imports torch,
@@ -19,47 +20,50 @@ import mlflow
 import numpy as np
 import torch
 
+from pix2pix_core.inference import (
+    TestTimeGenerator,
+    default_overlap,
+    sample_seeds,
+    translate_uint8,
+)
 from pix2pix_core.model_folder import ARTIFACT, read_model_folder
-from pix2pix_core.transforms import resize, to_tensor, to_uint8
+from pix2pix_core.transforms import model_input_side, resample
 
-# In eval mode images are independent and go EVAL_CHUNK at a time. In train mode (the
-# paper's inference: batch-norm statistics of the batch) each goes alone, so an output
-# never depends on which other images share its request.
-EVAL_CHUNK = 8
+BATCH_SIZE = 8  # tiles per forward; outputs do not depend on it (pix2pix_core.inference)
 
 
 def translate_images(
-    module: torch.nn.Module,
+    generator: TestTimeGenerator,
     images: np.ndarray,
     *,
-    size: int,
-    multiple: int,
-    eval_mode: bool,
+    tile: int,
+    load_size: int | None,
+    output_nc: int = 3,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """uint8 N x H x W x 3 -> uint8 N x H x W x 3 through the generator."""
+    """uint8 N x H x W x C -> uint8 N x H x W x C', as `pix2pix translate` does by default:
+    each image resampled to the scale the model was trained at, translated in tiles of the
+    model's size and resampled back to its own size."""
     # 1. preprocess
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected a uint8 batch N x H x W x 3, got shape {images.shape}")
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 batch N x H x W x C, got {images.dtype} {images.shape}")
     height, width = images.shape[1:3]
-    fits = height % multiple == 0 and width % multiple == 0
-    module.train(not eval_mode)
-    chunk = EVAL_CHUNK if eval_mode else 1
-    outputs = []
+    side = model_input_side("auto", tile=tile, load_size=load_size)
+    inputs = [resample(image, side, side) for image in images]
+
+    # 2. generate
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return generator(x.to(device), sample_seeds(x)).float().cpu()
+
     with torch.inference_mode():
-        for start in range(0, len(images), chunk):
-            x = to_tensor(images[start : start + chunk]).to(device)
-            if not fits:
-                x = resize(x, (size, size))
-            # 2. generate
-            y = module(x)
-            # 3. postprocess
-            if not fits:
-                y = resize(y, (height, width))
-            outputs.append(to_uint8(y.cpu()))
-    if not outputs:
-        return np.zeros_like(images)
-    return np.concatenate(outputs)
+        outputs = translate_uint8(
+            forward, inputs, tile=tile, overlap=default_overlap(tile), batch_size=BATCH_SIZE
+        )
+        # 3. postprocess
+        translated = [resample(out, height, width) for out in outputs]
+    if not translated:
+        return np.zeros((0, height, width, output_nc), np.uint8)
+    return np.stack(translated)
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
@@ -68,10 +72,10 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         module, config, settings = read_model_folder(context.artifacts[ARTIFACT], self.device)
-        self.module = module
-        self.size = int(settings["crop_size"])
-        self.multiple = 2**config.depth
-        self.eval_mode = bool(settings["eval_mode"])
+        self.generator = TestTimeGenerator(module, eval_mode=bool(settings["eval_mode"]))
+        self.output_nc = config.output_nc
+        self.tile = int(settings["crop_size"])
+        self.load_size = settings.get("load_size")
 
     # `np.ndarray` is a hint MLflow infers no schema from: the logged signature governs.
     def predict(
@@ -85,11 +89,11 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         if images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images, got {images.dtype}")
         return translate_images(
-            self.module,
+            self.generator,
             images,
-            size=self.size,
-            multiple=self.multiple,
-            eval_mode=self.eval_mode,
+            tile=self.tile,
+            load_size=self.load_size,
+            output_nc=self.output_nc,
             device=self.device,
         )
 

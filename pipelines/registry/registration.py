@@ -49,22 +49,23 @@ MODEL_NAME_IN_RUN = "model"
 INPUT_EXAMPLE_SIDE = 64
 
 
-def model_signature() -> ModelSignature:
-    """uint8 N x H x W x 3 in and out; any N, H, W."""
-    spec = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))
-    return ModelSignature(inputs=Schema([spec]), outputs=Schema([spec]))
+def model_signature(config: pix2pix_core.GeneratorConfig) -> ModelSignature:
+    """uint8 N x H x W x input_nc in, N x H x W x output_nc out; any N, H, W."""
+    inputs = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, config.input_nc))
+    outputs = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, config.output_nc))
+    return ModelSignature(inputs=Schema([inputs]), outputs=Schema([outputs]))
 
 
-def input_example() -> np.ndarray:
-    """One small smooth RGB image: cheap to store, and valid for every model size."""
+def input_example(channels: int = 3) -> np.ndarray:
+    """One small smooth image: cheap to store, and valid for every model size."""
     ramp = np.linspace(0, 255, INPUT_EXAMPLE_SIDE, dtype=np.float32)
     image = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 255 - ramp[:, None]), -1)
-    return image.astype(np.uint8)[None]
+    return image.astype(np.uint8)[None, ..., :channels]
 
 
 def pip_requirements() -> list[str]:
     """What the model needs at load time: the packages `pix2pix_core` and the pyfunc import."""
-    names = ["mlflow", "torch", "numpy", "torchmetrics"]
+    names = ["mlflow", "torch", "numpy", "torchmetrics", "pillow"]
     return [f"{n}=={version(n).split('+')[0]}" for n in names]
 
 
@@ -117,6 +118,7 @@ def write_model_files(folder: str, loaded: LoadedGenerator, lineage: Lineage) ->
     """The `generator` artifact: the generator and how to run it (pix2pix_core.model_folder)."""
     settings = {
         "crop_size": loaded.crop_size,
+        "load_size": loaded.load_size,
         "eval_mode": loaded.eval_mode,
         "metadata": {
             "source": lineage.source,
@@ -154,8 +156,8 @@ def log_generator_model(loaded: LoadedGenerator, lineage: Lineage, run_id: str) 
                 python_model=os.path.abspath(pyfunc_model.__file__),
                 artifacts={ARTIFACT: folder},
                 code_paths=[core_dir],
-                signature=model_signature(),
-                input_example=input_example(),
+                signature=model_signature(loaded.config),
+                input_example=input_example(loaded.config.input_nc),
                 pip_requirements=pip_requirements(),
             )
     except BaseException:

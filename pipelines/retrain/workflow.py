@@ -149,6 +149,8 @@ def _open(cfg: RetrainConfig) -> tuple[RetrainPlan, RetrainRecord, str]:
     source = Location.parse(cfg.retrain.source, options)
     storage = Location.parse(cfg.common.storage_path, options)
     run_name = check_run_name(cfg.common.run_name or default_run_name(source), "run_name")
+    source.check_access("source")
+    storage.check_access("storage_path", write=True)
     run_dir = storage.join(run_name)
     tracking_uri = resolve_tracking_uri(cfg.common.tracking_uri)
     common = dataclasses.replace(

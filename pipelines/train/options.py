@@ -30,6 +30,9 @@ class TrainOptions:
 
     data: str = option("", "prepared dataset (the DST of `pix2pix prepare`)", required=True)
     batch_size: int = option(1, "images per worker per step (the paper: 1)", learns=True)
+    load_size: int | None = option(
+        None, "the prepared images' size (prepare's --load_size); if given, checked against it"
+    )
     crop_size: int = option(256, "random crop from the prepared load_size images", learns=True)
     no_flip: bool = option(False, "no random horizontal flip", learns=True)
     num_workers: int = option(1, "Ray Train workers (one process each, DDP)", learns=True)

@@ -83,10 +83,12 @@ def check_run_name(name: str, flag: str = "--run_name") -> str:
 
 
 def data_location(cfg: TrainConfig, storage_options: dict[str, Any]) -> Location:
-    """The prepared dataset of --data, which is required."""
+    """The prepared dataset of --data, which is required, and readable."""
     if not cfg.train.data:
         raise UserError("--data is required: the prepared dataset (DST of `pix2pix prepare`)")
-    return Location.parse(cfg.train.data, storage_options)
+    data = Location.parse(cfg.train.data, storage_options)
+    data.check_access("--data")
+    return data
 
 
 def check_data(cfg: TrainConfig, dataset: dict[str, Any], data: Location) -> None:
@@ -100,6 +102,12 @@ def check_data(cfg: TrainConfig, dataset: dict[str, Any], data: Location) -> Non
             )
     crop = cfg.train.crop_size
     load_size = int(dataset.get("load_size") or 0)
+    asked = cfg.train.load_size
+    if asked and load_size and asked != load_size:
+        raise UserError(
+            f"--load_size {asked}: the images of {data.url} were prepared at {load_size} px; "
+            f"to train at {asked}, prepare again: pix2pix prepare SRC DST --load_size {asked}"
+        )
     if load_size and crop > load_size:
         raise UserError(
             f"--crop_size {crop} is larger than the prepared images of {data.url} "
@@ -113,12 +121,13 @@ def check_shapes(cfg: TrainConfig) -> None:
     PatchGAN's convolutions need room and each normalised layer more than one value per
     channel. The discriminator runs on shapes alone (the meta device)."""
     crop, batch = cfg.train.crop_size, cfg.train.batch_size
-    depth = cfg.generator_config().depth
-    if crop % 2**depth:
+    generator = cfg.generator_config()
+    if crop % generator.multiple:
         arch = cfg.architecture
         raise UserError(
-            f"--crop_size {crop} must be divisible by 2^{depth} = {2**depth} "
-            f"for the U-Net of depth {depth} ({arch.netG}, num_downs {arch.num_downs})"
+            f"--crop_size {crop} must be divisible by 2^{generator.depth} = {generator.multiple} "
+            f"for {arch.netG} (num_downs {arch.num_downs}), which halves its input "
+            f"{generator.depth} times"
         )
     d = cfg.discriminator_config()
     try:
@@ -127,7 +136,7 @@ def check_shapes(cfg: TrainConfig) -> None:
     except (RuntimeError, ValueError) as err:
         raise UserError(
             f"--crop_size {crop} is too small for the {d.receptive_field}x{d.receptive_field} "
-            f"PatchGAN ({d.layers} layers) at --batch_size {batch}: {str(err).splitlines()[0]}"
+            f"PatchGAN (--netD {d.kind}) at --batch_size {batch}: {str(err).splitlines()[0]}"
         ) from None
 
 
@@ -227,6 +236,7 @@ def plan_run(
     fingerprint = str(dataset.get("fingerprint", ""))
     name = check_run_name(common.run_name or derive_run_name(data, cfg, fingerprint))
     storage = Location.parse(common.storage_path, common.storage_options)
+    storage.check_access("--storage_path", write=True)
     folder = storage.join(name)
     init_ray(ray_address)
     use_gpu, cpus = worker_resources(cfg.train)

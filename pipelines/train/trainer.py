@@ -10,10 +10,9 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from pipelines.common.dataset import read_prepared
+from pipelines.common.dataset import read_encoded_pairs, read_prepared
 from pipelines.common.names import CHECKPOINT_SCORE
 from pipelines.train.plan import TrainRun
-from pipelines.train.validation import read_val_pairs
 from pipelines.train.worker import TrainJob, train_fn_per_worker
 
 
@@ -37,7 +36,7 @@ def worker_job(run: TrainRun) -> TrainJob:
         },
         tracking_uri=run.tracking_uri,
         mlflow_run_id=run.mlflow_run_id,
-        val_pairs=ray.put(read_val_pairs(run.data, cfg.train.num_val)),
+        val_pairs=ray.put(read_encoded_pairs(run.data, "val", cfg.train.num_val)),
         fault_hook=run.fault_hook,
     )
 
@@ -47,7 +46,10 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()) -> TorchTrain
     `TuneReportCallback`, which forwards every epoch's report to the trial)."""
     opts = run.config.train
     # A new random block order each epoch; workers shuffle locally on top of it.
-    train_ds = read_prepared(run.data, "train").select_columns(["a", "b"]).randomize_block_order()
+    generator = run.config.generator_config()
+    channels = (generator.input_nc, generator.output_nc)
+    train_ds = read_prepared(run.data, "train", channels=channels)
+    train_ds = train_ds.select_columns(["a", "b"]).randomize_block_order()
     # The epoch line is the progress display: Ray Data's bars, redrawn by each worker's
     # split of every epoch, and its "Starting execution ... Execution plan ..." lines,
     # printed for every epoch, would bury it.

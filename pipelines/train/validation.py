@@ -1,14 +1,14 @@
 """Validation after each epoch: L1, PSNR, SSIM on the val split, and a sample grid.
 
-The driver reads the val split once (still PNG-encoded, ordered by key) and puts it in
-the object store; each worker decodes and translates its share of the batches (batch i
-goes to rank i mod world size), and the metrics are reduced across ranks (torchmetrics).
-A per-epoch Ray Data pipeline on every worker would compete with the training input for
-the same few CPUs. Images are resized from the prepared load_size to crop_size, as
-`pix2pix evaluate` does, so the numbers are comparable. With the paper's test-time
-setting (`eval=False`: dropout on, batch statistics) and synchronised batch norm, a
-forward pass is a collective: ranks with one batch fewer run a discarded pass so that
-every rank takes part in the same number.
+The driver reads the val split once (still encoded, in key order) and puts it in the
+object store; each worker decodes and translates its share of the pairs (pair i goes to
+rank i mod world size), and the metrics are reduced across ranks (torchmetrics). A
+per-epoch Ray Data pipeline on every worker would compete with the training input for the
+same few CPUs.
+
+The generator runs at test time exactly as `pix2pix evaluate` runs it
+(pix2pix_core.inference.translated_pairs): each pair resampled once to crop_size, the
+recorded semantics, outputs that do not depend on the batch size or the number of workers.
 
 FID needs Inception features, and no weights are downloaded at run time: with
 `--fid_weights URL` (a TorchScript module that maps uint8 N x 3 x H x W images to N x D
@@ -18,39 +18,17 @@ features, e.g. an exported Inception-v3 pool3) FID is computed too (torchmetrics
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import torch
 import torch.distributed as dist
 
-from pipelines.common.dataset import split_location
-from pipelines.common.images import decode_stored
+from pipelines.common.dataset import EncodedPair, decode_pair
+from pipelines.common.names import METRICS, VAL_FID
 from pipelines.common.storage import Location
-from pix2pix_core import ImageMetrics, Pix2Pix, resize, to_tensor, to_uint8
-
-EncodedPair = tuple[bytes, bytes]
-
-
-def read_val_pairs(data: Location, limit: int | None = None) -> list[EncodedPair]:
-    """The val split's (a, b) images, encoded, in key order (the grid shows the same ones)."""
-    loc = split_location(data, "val")
-    table = pads.dataset(loc.path, filesystem=loc.arrow_fs, format="parquet").to_table(
-        columns=["key", "a", "b"]
-    )
-    table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
-    if limit is not None:
-        table = table.slice(0, limit)
-    return list(zip(table["a"].to_pylist(), table["b"].to_pylist(), strict=True))
-
-
-def _decode(pairs: list[EncodedPair], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    a = np.stack([decode_stored(x) for x, _ in pairs])
-    b = np.stack([decode_stored(y) for _, y in pairs])
-    return to_tensor(torch.from_numpy(a).to(device)), to_tensor(torch.from_numpy(b).to(device))
+from pix2pix_core import ImageMetrics, Pix2Pix, to_uint8
+from pix2pix_core.inference import from_state_dict, translated_pairs
 
 
 def validate(
@@ -69,29 +47,37 @@ def validate(
     of the first `grid_size` val pairs)."""
     metrics = ImageMetrics().to(model.device)
     fid = _fid(fid_features, model.device)
+    # The test-time generator on the model's own tensors: no copy, the model left as it is.
+    generator = from_state_dict(
+        model.generator_config, model.generator_module.state_dict(), eval_mode=eval_mode
+    )
+    mine = pairs[rank::world]
+    channels = (model.generator_config.input_nc, model.generator_config.output_nc)
     rows: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []  # (pair index, row)
-    batches = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
-    mine = batches[rank::world]
-    for k, batch in enumerate(mine):
-        first = (rank + k * world) * batch_size
-        real_a, real_b = (resize(x, crop_size) for x in _decode(batch, model.device))
-        fake_b = model.translate(real_a, eval_mode=eval_mode)
-        metrics.update(fake_b, real_b)
-        if fid is not None:
-            fid.update((real_b + 1) / 2, real=True)
-            fid.update((fake_b.clamp(-1, 1) + 1) / 2, real=False)
-        if first < grid_size:
+    done = 0  # pairs of this rank scored so far
+    with torch.inference_mode():
+        batches = translated_pairs(
+            generator,
+            (decode_pair(pair, channels) for pair in mine),
+            size=crop_size,
+            batch_size=batch_size,
+            device=model.device,
+        )
+        for real_a, fake_b, real_b in batches:
+            metrics.update(fake_b, real_b)
+            if fid is not None:
+                fid.update((real_b + 1) / 2, real=True)
+                fid.update((fake_b.clamp(-1, 1) + 1) / 2, real=False)
             images = zip(to_uint8(real_a), to_uint8(fake_b), to_uint8(real_b), strict=True)
-            rows += [(first + j, row) for j, row in enumerate(images) if first + j < grid_size]
-    lockstep = not eval_mode and model.generator_config.norm == "syncbatch" and world > 1
-    if lockstep and batches:
-        spare = resize(_decode(batches[0], model.device)[0], crop_size)
-        for _ in range(math.ceil(len(batches) / world) - len(mine)):
-            model.translate(spare, eval_mode=eval_mode)
+            for j, row in enumerate(images):
+                index = rank + (done + j) * world  # the pair's place in the val split
+                if index < grid_size:
+                    rows.append((index, row))
+            done += len(real_a)
     values = metrics.compute()  # a collective under torch.distributed: every rank calls it
-    out = {"val_L1": values["l1"], "val_PSNR": values["psnr"], "val_SSIM": values["ssim"]}
+    out = {m.reported: values[m.name] for m in METRICS.values()}
     if fid is not None:
-        out["val_FID"] = float(fid.compute())
+        out[VAL_FID] = float(fid.compute())
     return out, _gather_rows(rows, rank)
 
 

@@ -24,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pipelines.common import checkpoints
-from pipelines.common.names import epoch_dir
+from pipelines.common.names import CHECKPOINT_SCORE, epoch_dir
 from pipelines.common.ray_runtime import quiet_ray_logs
 from pipelines.train.epoch_log import EpochLogger, progress_line, sample_grid
 from pipelines.train.faults import maybe_wait_to_be_killed
@@ -106,13 +106,16 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     val_pairs = ray.get(job.val_pairs)
     fid_features = load_fid_features(opts.fid_weights, job.storage_options, device)
     epoch_seconds: list[float] = []
+    # What lr_policy plateau watches: the previous epoch's validation L1.
+    previous = (start.get("metrics") or {}).get(CHECKPOINT_SCORE.reported)
     for epoch in range(done + 1, total + 1):
         began = time.perf_counter()
+        # The official order: the schedule steps at the start of the epoch it sets.
+        model.step_schedulers(metric=previous)
+        lr = model.current_lr  # the rate this epoch trains with
         losses, images, step = _train_epoch(
             model, train_shard, job, epoch=epoch, rank=rank, step=step
         )
-        lr = model.current_lr  # the rate this epoch trained with
-        model.step_schedulers()
         # Each rank's BatchNorm running statistics drift by its own last forward; give all
         # ranks rank 0's, so that validation and the checkpoint see the same model.
         model.sync_buffers()
@@ -137,6 +140,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             "lr": lr,
             "resumed_from_epoch": done,
         }
+        previous = val[CHECKPOINT_SCORE.reported]
         epoch_seconds.append(time.perf_counter() - began)
         if logger is not None:
             logger.log(epoch, metrics, sample_grid(rows))
@@ -208,6 +212,7 @@ def _report(
         "dataset_fingerprint": job.dataset["fingerprint"],
         "direction": job.dataset["direction"],
         "crop_size": opts.crop_size,
+        "load_size": job.dataset["load_size"],
         "eval_mode": opts.eval,
         "options": job.all_options,
     }

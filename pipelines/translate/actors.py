@@ -4,12 +4,9 @@
 and checked them); `__call__` translates a batch under `torch.inference_mode()`, with the
 tiles of all its images batched together (pix2pix_core.tiling).
 
-Test-time semantics. The paper runs the generator at test time as in training: dropout on,
-batch norm with the statistics of the test batch, and the official test does so unless
-`--eval`; a model of this project records which it was validated with (`eval_mode`). In
-"train" mode the official test runs one image at a time, so the statistics are each
-image's own; here every BatchNorm computes per-sample statistics instead (instance norm
-with the BatchNorm's affine), which is the same maths and lets images share a batch.
+The generator runs with the test-time semantics the model recorded (`eval_mode`), through
+`pix2pix_core.inference`, the path validation and evaluation take too: an output does not
+depend on the images that share its batch.
 """
 
 from __future__ import annotations
@@ -22,15 +19,17 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pipelines.translate.io import Batch, encode_and_write, pack, read_and_decode, unpack
-from pix2pix_core import GeneratorConfig, build_generator, to_tensor, to_uint8
+from pix2pix_core import GeneratorConfig
+from pix2pix_core.inference import (
+    TestTimeGenerator,
+    from_state_dict,
+    sample_seeds,
+    translate_uint8,
+)
 from pix2pix_core.memory import retain_freed_memory
 from pix2pix_core.precision import native_bf16
-from pix2pix_core.tiling import translate_tiled
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,58 +52,11 @@ class Runtime:
         return native_bf16(self.device) if self.autocast is None else self.autocast
 
 
-class PerSampleBatchNorm(nn.Module):
-    """BatchNorm in training mode as at batch size 1: each sample's own statistics."""
-
-    def __init__(self, bn: nn.BatchNorm2d) -> None:
-        super().__init__()
-        self.weight, self.bias, self.eps = bn.weight, bn.bias, bn.eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
-
-
-def per_sample_batch_norm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d in `module` (in place) by `PerSampleBatchNorm`."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, PerSampleBatchNorm(child))
-        else:
-            per_sample_batch_norm(child)
-    return module
-
-
-def fold_batch_norm(module: nn.Module) -> nn.Module:
-    """Eval mode: fold each BatchNorm into the convolution before it (in place).
-
-    The same affine maths in one pass instead of two; about a tenth of a CPU forward.
-    """
-    for seq in module.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
-                transpose = isinstance(conv, nn.ConvTranspose2d)
-                seq[i] = fuse_conv_bn_eval(conv, bn, transpose=transpose)
-                seq[i + 1] = nn.Identity()
-    return module
-
-
 def prepare_generator(
     config: GeneratorConfig, state_dict: dict[str, torch.Tensor], runtime: Runtime
-) -> nn.Module:
-    """The generator ready for inference with `runtime`'s semantics, device and layout."""
-    with torch.device("meta"):  # no random initialisation of weights about to be replaced
-        model = build_generator(config)
-    model.load_state_dict(state_dict, assign=True)
-    if runtime.eval_mode:
-        model.eval()
-        fold_batch_norm(model)
-    else:
-        model.train()  # dropout on, as the paper's test time
-        per_sample_batch_norm(model)
-    model.requires_grad_(False)
+) -> TestTimeGenerator:
+    """The test-time generator (pix2pix_core.inference) on `runtime`'s device and layout."""
+    model = from_state_dict(config, state_dict, eval_mode=runtime.eval_mode)
     model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -136,12 +88,14 @@ class Translator:
         self.runtime = runtime
         self.autocast = runtime.uses_autocast()
         self.model = prepare_generator(GeneratorConfig.from_dict(model["config"]), state, runtime)
+        self.model_dropouts = bool(self.model.dropouts)
         if runtime.compile:
             # Tiles have one size: shapes are static but for a last, smaller batch.
             self.model = torch.compile(self.model, mode=runtime.compile_mode)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         rt = self.runtime
+        seeds = sample_seeds(x) if self.model_dropouts else None  # on the host, before the copy
         x = x.to(rt.device, non_blocking=True)
         if rt.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -152,18 +106,16 @@ class Translator:
             else contextlib.nullcontext()
         )
         with amp:
-            y = self.model(x)
+            y = self.model(x, seeds)
         return y.float().cpu().contiguous()
 
     def _translate(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """uint8 H x W x C images -> translated uint8 images, one float image at a time."""
         rt = self.runtime
-        # to_tensor copies the batch's read-only buffers itself.
-        inputs = (to_tensor(a) for a in arrays)
-        outputs = translate_tiled(
-            self._forward, inputs, tile=rt.tile, overlap=rt.overlap, batch_size=rt.batch_size
+        outputs = translate_uint8(
+            self._forward, arrays, tile=rt.tile, overlap=rt.overlap, batch_size=rt.batch_size
         )
-        return [to_uint8(out) for out in outputs]
+        return list(outputs)
 
     def __call__(self, batch: Batch) -> Batch:
         out = dict(batch)

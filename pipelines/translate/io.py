@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.common.images import BadImage, Picture, decode, encode, resize, split_aligned
+from pipelines.common.images import BadImage, Picture, decode, encode, split_aligned
 from pipelines.common.storage import Location
 from pipelines.translate.manifest import record, write_part
+from pix2pix_core.transforms import model_input_side, resample
 
 Batch = dict[str, np.ndarray]
 
@@ -56,26 +57,33 @@ class _Prepared:
 
 
 def model_input(
-    data: bytes, *, channels: int, side: str, tile: int, mode: str, max_pixels: int
+    data: bytes,
+    *,
+    channels: int,
+    side: str,
+    tile: int,
+    mode: str,
+    load_size: int | None,
+    max_pixels: int,
 ) -> tuple[np.ndarray, Picture]:
     """One file -> (the pixels the model is given, the picture they come from: its size and
     alpha are the output's), or BadImage.
 
-    The rule is prepare's, so that an image resized to the model's size gets the pixels
+    The size is `model_input_size`'s (the scale the model was trained at, by default). The
+    rule is prepare's, so that an image resized as training's sources were gets the pixels
     training saw: the same decode, split and resize, and a reduced-scale JPEG decode
     requested exactly as prepare requests it (twice the side for a half of an A|B image).
-    Only when every image is resized: in auto mode an image that fits one tile is too
-    small for a reduced decode anyway, and larger ones are tiled at full resolution.
     """
     halves = side in ("A", "B")
-    min_side = (2 * tile if halves else tile) if mode == "resize" else 0
+    target = model_input_side(mode, tile=tile, load_size=load_size)
+    min_side = (2 if halves else 1) * target if target else 0  # decode no more than is kept
     picture = decode(data, max_pixels=max_pixels, channels=channels, min_side=min_side)
     if halves:
         left, right = split_aligned(picture)
         picture = left if side == "A" else right
-    width, height = picture.size
-    fits = mode == "resize" or (mode == "auto" and max(height, width) <= tile)
-    return (resize(picture.pixels, tile, tile) if fits else picture.pixels), picture
+    if target is None:
+        return picture.pixels, picture
+    return resample(picture.pixels, target, target), picture
 
 
 def _prepare(raw: bytes | Exception, *, channels: int, **input_args) -> _Prepared:
@@ -101,20 +109,13 @@ def read_and_decode(
     side: str,
     tile: int,
     mode: str,
+    load_size: int | None,
 ) -> Batch:
-    """`url` -> decoded pixels at the size the model will see, or a reason.
-
-    mode "resize": every image to tile x tile; "tile": every image at full resolution;
-    "auto": images that fit in one tile are resized, larger ones are tiled.
-    """
+    """`url` -> decoded pixels at the size the model will see (`model_input`), or a reason."""
     urls = [str(u) for u in batch["url"]]
     data = _read_all(urls, storage_options)
-    rows = [
-        _prepare(
-            data[url], channels=channels, tile=tile, mode=mode, max_pixels=max_pixels, side=side
-        )
-        for url in urls
-    ]
+    args = {"side": side, "tile": tile, "mode": mode, "load_size": load_size}
+    rows = [_prepare(data[url], channels=channels, max_pixels=max_pixels, **args) for url in urls]
     packed = [pack(r.pixels) for r in rows]
     return {
         "url": batch["url"],
@@ -145,7 +146,7 @@ def encode_and_write(batch: Batch, *, dst: str, storage_options: dict[str, Any],
         try:
             height, width = int(batch["height"][i]), int(batch["width"][i])
             image = unpack(batch["pixels"][i], batch["h"][i], batch["w"][i], batch["c"][i])
-            image = resize(image, height, width)
+            image = resample(image, height, width)
             alpha_bytes = batch["alpha"][i]
             alpha = (
                 np.frombuffer(alpha_bytes, np.uint8).reshape(height, width)

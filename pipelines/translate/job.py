@@ -56,7 +56,13 @@ from pipelines.translate.paths import (
     plan,
     remove_partial_writes,
 )
-from pipelines.translate.resources import eval_mode, io_in_actor, runtime_for, tiles
+from pipelines.translate.resources import (
+    eval_mode,
+    input_load_size,
+    io_in_actor,
+    runtime_for,
+    tiles,
+)
 from pix2pix_core import GeneratorConfig
 
 
@@ -107,6 +113,7 @@ def _pipeline(
         "side": opts.input_side,
         "tile": runtime.tile,
         "mode": opts.mode,
+        "load_size": input_load_size(opts, loaded),
     }
     write_args = {
         "dst": dst.url,
@@ -172,6 +179,8 @@ def translate(
     dst = Location.parse(opts.output, storage_options)
     if dst.url == src.url:
         raise UserError("--output must not be --input: outputs go beside the inputs, not over")
+    src.check_access("--input")
+    dst.check_access("--output", write=True)
 
     # 1. the model, loaded once on the driver: a bad URI stops the command before Ray
     loaded = load_generator_from_uri(
@@ -265,6 +274,7 @@ def _settings(opts: TranslateOptions, loaded: LoadedGenerator) -> dict[str, Any]
         "format": opts.format,
         "suffix": opts.suffix,
         "mode": opts.mode,
+        "load_size": input_load_size(opts, loaded),
         "tile": list(tiles(opts, loaded)),
         "eval": eval_mode(opts, loaded),
     }

@@ -32,6 +32,12 @@ class TranslateOptions:
     input_side: str = option("full", "for aligned A|B images: translate A or B", choices=SIDES)
     format: str = option("png", "output format", choices=OUTPUT_FORMATS)
     suffix: str = option("", "added to each output's name, e.g. _fake")
+    load_size: int | None = option(
+        None,
+        "resize inputs to N x N before tiling, the scale training saw (default: the "
+        "load_size the model was trained from; for an official *_net_G.pth, the model's size, "
+        "as the official test)",
+    )
     resize: bool = option(False, "resize every image to the model's size and back")
     tile: bool = option(False, "every image at full resolution in overlapping tiles")
     tile_overlap: int | None = option(None, "tile overlap in pixels (default: tile size / 4)")
@@ -71,7 +77,7 @@ class TranslateOptions:
         for name in ("batch_size", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("num_actors", "num_cpus_per_actor"):
+        for name in ("num_actors", "num_cpus_per_actor", "load_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value!r}")

@@ -13,15 +13,22 @@ from pipelines.common.text import count, plural
 from pipelines.config.groups import PerformanceOptions
 from pipelines.translate.actors import Runtime
 from pipelines.translate.options import TranslateOptions
+from pix2pix_core.inference import default_overlap
 
 
 def tiles(opts: TranslateOptions, loaded: LoadedGenerator) -> tuple[int, int]:
     """The tile (the size the model was trained on, as the U-Net can take it) and overlap."""
     tile = max(loaded.multiple, loaded.crop_size // loaded.multiple * loaded.multiple)
-    overlap = opts.tile_overlap if opts.tile_overlap is not None else tile // 4
+    overlap = opts.tile_overlap if opts.tile_overlap is not None else default_overlap(tile)
     if overlap >= tile:
         raise UserError(f"--tile_overlap {overlap} must be smaller than the tile ({tile})")
     return tile, overlap
+
+
+def input_load_size(opts: TranslateOptions, loaded: LoadedGenerator) -> int | None:
+    """--load_size, else the load_size the model was trained from, else None (the model's
+    own size: the official test's resize)."""
+    return opts.load_size or loaded.load_size
 
 
 def io_in_actor(opts: TranslateOptions, num_gpus: float) -> bool:

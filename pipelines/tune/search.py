@@ -22,7 +22,16 @@ from pipelines.tune.space import PAPER_SEARCH_SPACE, SearchSpace, parse_search_s
 
 # What a trial's data check depends on besides the data: the U-Net's depth against the
 # crop, and the PatchGAN against the crop and batch.
-SHAPE_OPTIONS = {"netG", "num_downs", "crop_size", "patch_size", "n_layers_D", "norm", "batch_size"}
+SHAPE_OPTIONS = {
+    "netG",
+    "num_downs",
+    "crop_size",
+    "netD",
+    "patch_size",
+    "n_layers_D",
+    "norm",
+    "batch_size",
+}
 
 # A trial's own process only builds the trainer and waits for it: a small CPU share keeps it
 # from taking a slot that Train workers or Ray Data tasks need (Tune needs a nonzero amount).

@@ -116,6 +116,7 @@ def tune(
     check_trials_fit(cfg, space, read_info(data), data)
     name = sweep_name(common, data)
     storage = Location.parse(common.storage_path, common.storage_options)
+    storage.check_access("--storage_path", write=True)
     folder = storage.join(name)
     common = dataclasses.replace(
         common, storage_path=storage.url, tracking_uri=resolve_tracking_uri(common.tracking_uri)

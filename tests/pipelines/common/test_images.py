@@ -16,12 +16,12 @@ from pipelines.common.images import (
     decode,
     decode_stored,
     encode,
-    resize,
     split_aligned,
 )
 from pipelines.common.storage import Location
 from pipelines.prepare.pairs import WORK_SCHEMA, process_batch
 from pipelines.translate import io as translate_io
+from pix2pix_core.transforms import resample
 from tests.bad_inputs import _photo, _png_bomb, bad_files, odd_files
 
 
@@ -146,9 +146,9 @@ def test_split_aligned_checks_the_full_size_and_cuts_on_the_seam():
 def test_resize_is_pil_bicubic_for_rgb_and_grayscale():
     image = _texture(40, 24)
     expected = np.asarray(Image.fromarray(image).resize((16, 20), Image.Resampling.BICUBIC))
-    np.testing.assert_array_equal(resize(image, 20, 16), expected)
-    assert resize(image[..., :1], 20, 16).shape == (20, 16, 1)
-    assert resize(image, 24, 40) is image
+    np.testing.assert_array_equal(resample(image, 20, 16), expected)
+    assert resample(image[..., :1], 20, 16).shape == (20, 16, 1)
+    assert resample(image, 24, 40) is image
 
 
 def test_alpha_is_reattached_to_png_and_reported_for_jpg():
@@ -234,7 +234,9 @@ def _prepare(tmp_path, urls: dict[str, str], *, pairs: bool, load_size: int = LO
     return stored, {r["key"]: r for r in results}
 
 
-def _translate(urls: dict[str, str], *, side: str, mode: str, tile: int = LOAD):
+def _translate(
+    urls: dict[str, str], *, side: str, mode: str, tile: int = LOAD, load_size: int | None = None
+):
     """What translate's read stage hands the model for each input, and its reason."""
     batch = {
         "url": np.asarray(list(urls.values()), dtype=object),
@@ -248,6 +250,7 @@ def _translate(urls: dict[str, str], *, side: str, mode: str, tile: int = LOAD):
         side=side,
         tile=tile,
         mode=mode,
+        load_size=load_size,
     )
     fed = {}
     for i, name in enumerate(urls):
@@ -283,10 +286,15 @@ def test_a_separate_file_gives_the_same_pixels_to_training_and_to_translate(tmp_
     _assert_same(stored, _translate(zoo_urls, side="full", mode="resize"), 0)
 
 
-def test_in_auto_mode_an_image_that_fits_one_tile_gets_the_same_pixels(tmp_path, zoo_urls):
-    small = {name: url for name, url in zoo_urls.items() if name not in _reduced()}
-    stored, _ = _prepare(tmp_path, small, pairs=True, load_size=64)
-    _assert_same(stored, _translate(small, side="full", mode="auto", tile=64), 0)
+def test_by_default_translate_feeds_the_model_at_the_scale_training_saw(tmp_path, zoo_urls):
+    """A model trained from sources resized to load_size gets every image so resized, the
+    stored pixels exactly (then in tiles of its own size); one that recorded no load_size
+    (an official *_net_G.pth) gets the official test's resize to its own size."""
+    stored, _ = _prepare(tmp_path, zoo_urls, pairs=True, load_size=2 * LOAD)
+    _assert_same(stored, _translate(zoo_urls, side="full", mode="auto", load_size=2 * LOAD), 0)
+    at_model_size, _ = _prepare(tmp_path / "official", zoo_urls, pairs=True, load_size=LOAD)
+    _assert_same(at_model_size, _translate(zoo_urls, side="full", mode="auto"), 0)
+    _assert_same(at_model_size, _translate(zoo_urls, side="full", mode="resize"), 0)
 
 
 @pytest.mark.parametrize(

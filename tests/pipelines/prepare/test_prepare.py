@@ -9,12 +9,12 @@ from unittest import mock
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from pipelines.cli import main
 from pipelines.common import progress
 from pipelines.common.dataset import PAIR_SCHEMA, QUARANTINE_SCHEMA, read_info, read_prepared
 from pipelines.common.errors import UserError
+from pipelines.common.images import decode, decode_stored, split_aligned
 from pipelines.common.storage import Location
 from pipelines.demo.sample_data import encode, write_dataset
 from pipelines.prepare import PrepareOptions, PrepareSummary, prepare
@@ -92,9 +92,17 @@ def test_aligned_rows_follow_the_schema(aligned_src, aligned_dst):
     )
     assert rows["train/gray"]["note"] == "converted from grayscale"
     assert rows["train/astronaut_00000"]["note"] == ""
-    assert {(r["width"], r["height"]) for r in rows.values()} == {(LOAD, LOAD)}
-    test_keys = {row["key"] for row in _rows(dst, "test")}
-    assert test_keys == {"test/chelsea_00008", "test/coffee_00009"}
+    train = [r for r in rows.values() if r["split"] == "train"]
+    assert {(r["width"], r["height"]) for r in train} == {(LOAD, LOAD)}
+    test_rows = _rows(dst, "test")
+    assert {row["key"] for row in test_rows} == {"test/chelsea_00008", "test/coffee_00009"}
+    # Held out at their source size: evaluation resamples them once, from the source.
+    for row in [r for r in rows.values() if r["split"] == "val"] + test_rows:
+        source = decode(Location.parse(row["a_url"]).read_bytes())
+        a, b = split_aligned(source)
+        assert (row["width"], row["height"]) == a.size
+        assert np.array_equal(decode_stored(row["a"]), a.pixels), row["key"]
+        assert np.array_equal(decode_stored(row["b"]), b.pixels), row["key"]
 
 
 def test_val_is_carved_deterministically_and_recorded(aligned_src, aligned_dst):
@@ -146,10 +154,12 @@ def test_rerun_replaces_the_previous_output(ray_cluster, aligned_src, tmp_path):
     assert read_info(dst)["val_carved"] is None  # the source has a val split
     assert len(_rows(dst, "train")) == 2
     assert dst.join("keep.txt").exists()
-    # BtoA: the stored input is the photo (B), the target the rendering (A).
+    # BtoA: the stored input is the photo (B), the target the rendering (A); train pairs
+    # are at load_size, val at the source's size (a JPEG of it, so close, not equal).
+    train = read_prepared(dst, "train").take_all()[0]
+    assert train["a"].shape == (LOAD, LOAD, 3)
     row = read_prepared(dst, "val").take_all()[0]
-    photo = np.asarray(Image.fromarray(_pair(2).b).resize((LOAD, LOAD), Image.Resampling.BICUBIC))
-    assert np.abs(row["a"].astype(int) - photo).mean() < 8
+    assert np.abs(row["a"].astype(int) - _pair(2).b).mean() < 8
 
 
 def _pair(i):

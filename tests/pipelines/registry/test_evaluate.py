@@ -11,7 +11,8 @@ from pipelines.cli import main
 from pipelines.common.dataset import read_prepared, split_fingerprint
 from pipelines.common.models import load_generator_from_uri, resolve_device
 from pipelines.registry import evaluate
-from pix2pix_core import GeneratorConfig, ImageMetrics, build_generator, resize, to_tensor
+from pix2pix_core import GeneratorConfig, ImageMetrics, build_generator, to_tensor
+from pix2pix_core.transforms import resample
 from tests.pipelines.registry.registry_data import CROP, GENERATOR, registry_data
 
 
@@ -25,15 +26,17 @@ def test_metrics_are_the_core_metrics_on_pairs_resized_to_the_crop(data):
     before = copy.deepcopy(loaded.module.state_dict())
     metrics = evaluate(loaded, data.dst, "val", batch_size=3)
 
-    # By hand: the pairs (64 px) resized to the model's 32, one image at a time in train
-    # mode (the paper's test time: batch-norm statistics of the image itself).
+    # By hand, as the official test: the source pairs (64 px, as stored) resampled once to
+    # the model's 32 (PIL bicubic), one image at a time in train mode (the paper's test
+    # time: batch-norm statistics of the image itself).
     rows = read_prepared(data.dst, "val").take_all()
+    assert rows[0]["a"].shape == (64, 64, 3)
     expected = ImageMetrics()
     net = copy.deepcopy(data.model.generator_module).train()
     with torch.no_grad():
         for row in rows:
-            a = resize(to_tensor(row["a"][None]), CROP)
-            b = resize(to_tensor(row["b"][None]), CROP)
+            a = to_tensor(resample(row["a"], CROP, CROP)[None])
+            b = to_tensor(resample(row["b"], CROP, CROP)[None])
             expected.update(net(a).contiguous(), b)
     assert metrics == pytest.approx(expected.compute(), rel=1e-5)
     # Train-mode batch norm must not have touched the loaded running statistics.
@@ -112,3 +115,14 @@ def test_resized_evaluation_compares_at_the_models_size(data):
     metrics = evaluate(native, data.dst, "val")
     assert metrics != evaluate(loaded, data.dst, "val")
     assert np.isfinite(list(metrics.values())).all()
+    # What the 64 px model is given are the stored pixels, which are the source's
+    # (tests/pipelines/prepare: held-out pairs keep their source size): no resample at all.
+    from pipelines.common.dataset import iter_pairs
+    from pix2pix_core.inference import translated_pairs
+
+    pairs = list(iter_pairs(data.dst, "val"))
+    generator = native.for_test()
+    with torch.inference_mode():
+        (real_a, _, real_b), *_ = translated_pairs(generator, pairs, size=64, batch_size=len(pairs))
+    assert torch.equal(real_a, to_tensor(np.stack([a for a, _ in pairs])))
+    assert torch.equal(real_b, to_tensor(np.stack([b for _, b in pairs])))

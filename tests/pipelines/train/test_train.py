@@ -19,14 +19,16 @@ import torch
 from pipelines.cli import main as cli_main
 from pipelines.common import checkpoints
 from pipelines.common.dataset import read_prepared
+from pipelines.common.images import decode_stored
 from pipelines.common.names import File
 from pipelines.common.storage import Location
 from pipelines.config.groups import CommonOptions
 from pipelines.demo.sample_data import make_pairs, write_dataset
 from pipelines.train import TrainConfig, TrainOptions, train
 from pipelines.train.epoch_log import grid_artifact
-from pix2pix_core import ImageMetrics, Pix2Pix, resize, to_tensor
+from pix2pix_core import ImageMetrics, Pix2Pix, to_tensor
 from pix2pix_core.precision import native_bf16
+from pix2pix_core.transforms import resample
 from tests.tiny import CROP, TINY_MODEL, tiny_config, to_flags
 
 
@@ -99,13 +101,14 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     # At the paper's lr a net this narrow needs more epochs to learn visibly than a test
     # can afford; 5x the lr shows the same trend in 3 epochs.
     # eval mode: validation is deterministic, so a rebuilt generator must reproduce it.
-    cfg = _cfg(prepared, n_epochs=3, n_epochs_decay=0, lr=1e-3, eval=True, keep_best=2)
+    # Four epochs: as in the official schedule the last one trains at rate 0.
+    cfg = _cfg(prepared, n_epochs=4, n_epochs_decay=0, lr=1e-3, eval=True, keep_best=2)
     result = train(cfg, _common(storage, mlflow_uri, experiment_name, "s3-run"))
 
     # progress: the epoch lines (rank 0's), without the data pipeline's bars of each epoch
     printed = capfd.readouterr()
     printed = printed.out + printed.err
-    assert "epoch 1/3 | G_GAN" in printed and "epoch 2/3 | G_GAN" in printed
+    assert "epoch 1/4 | G_GAN" in printed and "epoch 2/4 | G_GAN" in printed
     assert "Running Dataset" not in printed and "row/s]" not in printed
     assert "Starting execution of Dataset" not in printed and "Execution plan" not in printed
     assert "Parquet dataset sampling" not in printed
@@ -113,14 +116,14 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     # checkpoints in the object store: best 2 by val L1, plus the latest
     folder = storage.join("s3-run")
     assert result.run_folder == folder.url
-    assert result.epochs == 3
+    assert result.epochs == 4
     kept = sorted(p.rsplit("/", 1)[-1] for p in folder.fs.ls(folder.path) if "epoch_" in p)
-    assert "epoch_0003" in kept and 2 <= len(kept) <= 3
-    assert result.latest_checkpoint == folder.join("epoch_0003").url
+    assert "epoch_0004" in kept and 2 <= len(kept) <= 3
+    assert result.latest_checkpoint == folder.join("epoch_0004").url
     assert result.best_checkpoint.rsplit("/", 1)[-1] in kept
     assert folder.join(File.RUN).exists() and folder.join(File.RUN_RESULT).exists()
     meta = checkpoints.read_meta(result.latest_checkpoint, storage.options)
-    assert meta["epoch"] == 3 and meta["crop_size"] == CROP and meta["eval_mode"] is True
+    assert meta["epoch"] == 4 and meta["crop_size"] == CROP and meta["eval_mode"] is True
     assert meta["dataset_fingerprint"]
 
     # MLflow: params, a value per epoch for each metric, a sample grid per epoch
@@ -134,8 +137,10 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     bf16 = native_bf16("cpu")
     assert run.data.tags["pix2pix.precision"] == ("bf16 autocast" if bf16 else "fp32")
     for key in ("G_GAN", "G_L1", "D_real", "D_fake", "val_L1", "val_PSNR", "val_SSIM"):
-        assert [step for step, _ in _history(client, run.info.run_id, key)] == [1, 2, 3]
-    grid = client.download_artifacts(run.info.run_id, grid_artifact(3))
+        assert [step for step, _ in _history(client, run.info.run_id, key)] == [1, 2, 3, 4]
+    lrs = [v for _, v in _history(client, run.info.run_id, "lr")]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 0.0])  # stepped at each epoch's start
+    grid = client.download_artifacts(run.info.run_id, grid_artifact(4))
     from PIL import Image
 
     with Image.open(grid) as img:
@@ -152,8 +157,9 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
     generator.eval()
     metrics = ImageMetrics()
     with torch.inference_mode():
-        for batch in read_prepared(prepared, "val").iter_batches(batch_format="numpy"):
-            a, b = resize(to_tensor(batch["a"]), CROP), resize(to_tensor(batch["b"]), CROP)
+        for row in read_prepared(prepared, "val").take_all():  # at the source's size
+            a = to_tensor(resample(row["a"], CROP, CROP)[None])
+            b = to_tensor(resample(row["b"], CROP, CROP)[None])
             metrics.update(generator(a).contiguous(), b)
     assert metrics.compute()["l1"] == pytest.approx(extra["metrics"]["val_L1"], abs=1e-4)
 
@@ -265,7 +271,7 @@ def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp
     features = load_fid_features(str(tmp_path / "features.pt"), {}, torch.device("cpu"))
     cfg = tiny_config()
     model = Pix2Pix(cfg.generator_config(), cfg.discriminator_config(), "cpu", seed=0)
-    pairs = [(encode(p.a), encode(p.b)) for p in make_pairs(5, size=CROP + 4, seed=1)]
+    pairs = [(p.key, encode(p.a), encode(p.b)) for p in make_pairs(5, size=CROP + 4, seed=1)]
     values, rows = validate(
         model,
         pairs,
@@ -281,9 +287,10 @@ def test_validation_matches_the_metrics_and_computes_fid_with_given_features(tmp
     generator = model.generator_module.eval()
     with torch.inference_mode():
         for p in make_pairs(5, size=CROP + 4, seed=1):
-            a = resize(to_tensor(p.a[None]), CROP)
-            expected.update(generator(a).contiguous(), resize(to_tensor(p.b[None]), CROP))
-    assert values["val_L1"] == pytest.approx(expected.compute()["l1"], abs=2e-3)
+            a = to_tensor(resample(decode_stored(encode(p.a)), CROP, CROP)[None])
+            b = to_tensor(resample(decode_stored(encode(p.b)), CROP, CROP)[None])
+            expected.update(generator(a).contiguous(), b)
+    assert values["val_L1"] == pytest.approx(expected.compute()["l1"], rel=1e-5)
     assert np.isfinite(values["val_FID"]) and values["val_FID"] >= -1e-3
     assert len(rows) == 3 and rows[0][1].shape == (CROP, CROP, 3)
 
@@ -334,3 +341,16 @@ def test_gpus_the_cluster_lacks_are_announced_not_awaited_in_silence(ray_cluster
     # Asked for, they are waited for (an autoscaler may bring them), and that is said.
     assert worker_resources(TrainOptions(num_workers=2, use_gpu=True)) == (True, 1.0)
     assert "--use_gpu: waiting for 2 GPUs, the cluster has 0 now" in capsys.readouterr().err
+
+
+def test_load_size_as_official_users_give_it_is_checked_against_the_prepared_size(
+    prepared, capsys, tmp_path
+):
+    from pipelines.common.dataset import read_info
+    from pipelines.common.errors import UserError
+    from pipelines.train.plan import check_data
+
+    dataset = read_info(prepared)
+    check_data(_cfg(prepared, load_size=CROP + 4), dataset, prepared)  # the prepared size
+    with pytest.raises(UserError, match=r"--load_size 142: .* prepared at 36 px.*--load_size 142"):
+        check_data(_cfg(prepared, load_size=142), dataset, prepared)

@@ -124,8 +124,16 @@ def test_the_summary_line_agrees_in_number():
 # The decoder itself: tests/pipelines/test_images.py, with the pixels prepare stores.
 
 
-def _input(data: bytes, side: str = "full", mode: str = "tile", tile: int = 32):
-    return model_input(data, channels=3, side=side, tile=tile, mode=mode, max_pixels=1000)
+def _input(
+    data: bytes,
+    side: str = "full",
+    mode: str = "tile",
+    tile: int = 32,
+    load_size: int | None = None,
+):
+    return model_input(
+        data, channels=3, side=side, tile=tile, mode=mode, load_size=load_size, max_pixels=1000
+    )
 
 
 def test_input_side_picks_a_half_of_an_aligned_pair():
@@ -138,12 +146,15 @@ def test_input_side_picks_a_half_of_an_aligned_pair():
         _input(encode(pair[:, :15]), side="A")
 
 
-def test_images_that_fit_a_tile_are_resized_in_auto_mode_and_larger_ones_kept():
+def test_auto_mode_feeds_the_scale_training_saw_and_the_official_resize_without_a_record():
     data = encode(np.zeros((24, 40, 3), np.uint8))
-    assert _input(data, mode="auto", tile=40)[0].shape == (40, 40, 3)
-    pixels, picture = _input(data, mode="auto", tile=32)
-    assert pixels.shape == (24, 40, 3) and picture.size == (40, 24)
-    assert _input(data, mode="resize", tile=32)[0].shape == (32, 32, 3)
+    # Trained from sources resized to 48 px: the same resize, then tiles of 32.
+    pixels, picture = _input(data, mode="auto", tile=32, load_size=48)
+    assert pixels.shape == (48, 48, 3) and picture.size == (40, 24)
+    # No record (an official *_net_G.pth): the official test's resize to the model's size.
+    assert _input(data, mode="auto", tile=32)[0].shape == (32, 32, 3)
+    assert _input(data, mode="resize", tile=32, load_size=48)[0].shape == (32, 32, 3)
+    assert _input(data, mode="tile", tile=32, load_size=48)[0].shape == (24, 40, 3)
 
 
 def test_a_reduced_scale_decode_still_gives_the_output_the_inputs_full_size(tmp_path):
@@ -151,7 +162,14 @@ def test_a_reduced_scale_decode_still_gives_the_output_the_inputs_full_size(tmp_
     url = Location.parse(str(tmp_path / "ab.jpg")).url
     batch = {"url": np.asarray([url], object), "output": np.asarray([url + ".png"], object)}
     out = read_and_decode(
-        batch, storage_options={}, max_pixels=10**6, channels=3, side="A", tile=32, mode="resize"
+        batch,
+        storage_options={},
+        max_pixels=10**6,
+        channels=3,
+        side="A",
+        tile=32,
+        mode="resize",
+        load_size=None,
     )
     assert out["reason"][0] == ""
     assert (out["h"][0], out["w"][0]) == (32, 32)

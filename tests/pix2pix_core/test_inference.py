@@ -1,0 +1,106 @@
+"""The test-time generator: the official test's semantics, and outputs that do not depend on
+the batch an image is in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pix2pix_core import GeneratorConfig, build_generator
+from pix2pix_core.inference import from_state_dict, sample_seeds, translated_pairs
+from pix2pix_core.transforms import resample, to_tensor
+
+SIZE = 128  # for a U-Net of depth 7: two of its levels have dropout
+
+
+def _trained_weights(use_dropout: bool = True) -> tuple[GeneratorConfig, dict]:
+    """Weights with batch-norm statistics and affines of their own, as after training."""
+    torch.manual_seed(0)
+    config = GeneratorConfig(num_downs=7, ngf=4, use_dropout=use_dropout)
+    net = build_generator(config)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return config, net.state_dict()
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@torch.inference_mode()
+def test_eval_mode_is_the_official_eval():
+    config, state = _trained_weights()
+    official = build_generator(config)
+    official.load_state_dict(state)
+    official.eval()
+    x = _images(3)
+    ours = from_state_dict(config, state, eval_mode=True)
+    torch.testing.assert_close(ours(x), official(x), rtol=0, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_the_papers_mode_without_dropout_is_the_official_test_one_image_at_a_time():
+    config, state = _trained_weights(use_dropout=False)
+    official = build_generator(config)
+    official.load_state_dict(state)
+    official.train()  # the official test without --eval, at its batch size of 1
+    x = _images(4)
+    each = torch.cat([official(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(from_state_dict(config, state, eval_mode=False)(x), each)
+
+
+@torch.inference_mode()
+def test_with_dropout_an_output_depends_on_its_image_alone():
+    config, state = _trained_weights()
+    generator = from_state_dict(config, state, eval_mode=False)
+    assert len(generator.dropouts) == 2  # the paper's noise: dropout in the inner levels
+    x = _images(4)
+    alone = torch.cat([generator(x[i : i + 1]) for i in range(4)])
+    together = generator(x)
+    reordered = generator(x.flip(0)).flip(0)
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reordered, alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(generator(x), together, rtol=0, atol=0)  # and again, the same
+    # The dropout is on: another seed draws other masks and gives other outputs.
+    other = from_state_dict(config, state, eval_mode=False, seed=1)(x)
+    assert (other - together).abs().max() > 1e-3
+    assert sample_seeds(x) != sample_seeds(x, seed=1)
+    assert len(set(sample_seeds(x))) == 4
+
+
+def test_the_training_model_is_shared_not_copied_and_left_as_it_was():
+    config, state = _trained_weights()
+    live = build_generator(config)
+    live.load_state_dict(state)
+    before = {k: v.clone() for k, v in live.state_dict().items()}
+    generator = from_state_dict(config, live.state_dict(), eval_mode=False)
+    shared = {p.data_ptr() for p in live.parameters()}
+    assert any(p.data_ptr() in shared for p in generator.parameters())
+    with torch.inference_mode():
+        generator(_images(2))
+    for key, value in live.state_dict().items():  # running statistics untouched
+        assert torch.equal(value, before[key]), key
+    assert live.training
+
+
+@pytest.mark.parametrize("eval_mode", [True, False])
+def test_translated_pairs_are_resampled_once_and_do_not_depend_on_the_batch_size(eval_mode):
+    config, state = _trained_weights()
+    generator = from_state_dict(config, state, eval_mode=eval_mode)
+    rng = np.random.default_rng(0)
+    pairs = [(rng.integers(0, 256, (140, 150, 3), np.uint8),) * 2 for _ in range(5)]
+    runs = {}
+    with torch.inference_mode():
+        for batch_size in (1, 2, 5):
+            out = list(translated_pairs(generator, pairs, size=SIZE, batch_size=batch_size))
+            runs[batch_size] = [torch.cat(parts) for parts in zip(*out, strict=True)]
+    for batch_size in (2, 5):
+        for ours, single in zip(runs[batch_size], runs[1], strict=True):
+            torch.testing.assert_close(ours, single, rtol=1e-5, atol=1e-5)
+    real_a = runs[1][0]
+    expected = to_tensor(np.stack([resample(a, SIZE, SIZE) for a, _ in pairs]))
+    torch.testing.assert_close(real_a, expected, rtol=0, atol=0)  # one PIL resample
