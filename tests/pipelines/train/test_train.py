@@ -46,7 +46,7 @@ def prepared(tmp_path_factory, ray_cluster) -> Location:
 
 def _cfg(data: Location, **changes) -> TrainConfig:
     """The tiny model on `data` with two workers."""
-    return tiny_config(data=data.url, num_workers=2, **changes)
+    return tiny_config(**{"data": data.url, "num_workers": 2, **changes})
 
 
 def _common(storage: Location, mlflow_uri: str, experiment: str, name: str) -> CommonOptions:
@@ -354,3 +354,29 @@ def test_load_size_as_official_users_give_it_is_checked_against_the_prepared_siz
     check_data(_cfg(prepared, load_size=CROP + 4), dataset, prepared)  # the prepared size
     with pytest.raises(UserError, match=r"--load_size 142: .* prepared at 36 px.*--load_size 142"):
         check_data(_cfg(prepared, load_size=142), dataset, prepared)
+
+
+def test_grayscale_pairs_train_and_translate_end_to_end(prepared, tmp_path, mlflow_uri):
+    """--input_nc 1 --output_nc 1: the stored RGB pairs are read as grayscale (Pillow's rule,
+    the official Grayscale), trained, and translated back to one-channel images."""
+    from PIL import Image
+
+    from pipelines.demo.sample_data import encode
+    from pipelines.translate import TranslateOptions, translate
+
+    storage = Location.parse(str(tmp_path / "runs"))
+    cfg = _cfg(prepared, input_nc=1, output_nc=1, num_workers=1, n_epochs_decay=0, grid_size=1)
+    result = train(cfg, _common(storage, mlflow_uri, "grayscale", "gray"))
+    assert result.epochs == 1 and np.isfinite(result.best_metrics["val_L1"])
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i, (h, w) in enumerate([(32, 32), (40, 56)]):
+        image = np.random.default_rng(i).integers(0, 256, (h, w, 3), np.uint8)
+        (inputs / f"{i}.png").write_bytes(encode(image))
+    out = tmp_path / "out"
+    opts = TranslateOptions(model=result.best_checkpoint, input=str(inputs), output=str(out))
+    summary = translate(opts)
+    assert (summary.written, summary.failed) == (2, 0)
+    for i, size in enumerate([(32, 32), (56, 40)]):
+        with Image.open(out / f"{i}.png") as img:
+            assert (img.mode, img.size) == ("L", size)

@@ -328,6 +328,24 @@ def test_output_over_input_is_refused_before_any_work(capsys, tiny_model, tmp_pa
     assert "--output must not be --input" in output
 
 
+def test_an_output_that_cannot_be_written_is_one_line_naming_it_before_ray(
+    capsys, tiny_model, tmp_path, s3_store
+):
+    data = tmp_path / "data"
+    Location.parse(str(data)).join("x.png").write_bytes(encode(_image(8, 8, 0)))
+    nowhere = f"s3://{s3_store.bucket}/out"
+    wrong_keys = json.dumps({"key": "not-a-key", "secret": "not-a-secret"})
+    with mock.patch("pipelines.translate.job.init_ray") as ray_start:
+        rc, output = _translate(
+            capsys, "--model", str(tiny_model[0]), "--input", str(data),
+            "--output", nowhere, "--storage_options", wrong_keys,
+        )  # fmt: skip
+    assert rc == 2 and not ray_start.called, output
+    (line,) = [line for line in output.splitlines() if "error:" in line]
+    assert line.startswith(f"pix2pix translate: error: --output {nowhere}: cannot write there")
+    assert "Traceback" not in output
+
+
 def _loaded_tiny_model():
     """What _runtime reads of a loaded model: its tile, eval mode and weights."""
     from types import SimpleNamespace
