@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(train_batch: int, recorded: dict, rows: list) -> None:
     print(
-        f"\ntrained at --batch_size {train_batch}; its best checkpoint on {len(rows)} batch sizes"
+        f"\ntrained at --batch_size {train_batch}; its best checkpoint at {len(rows)} batch sizes"
     )
     print("| batch size | val_L1 | val_PSNR | val_SSIM | evaluate l1 | psnr | ssim |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
