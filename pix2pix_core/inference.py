@@ -16,6 +16,7 @@ Two semantics, as in the official test:
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from pix2pix_core.geometry import resized_size
 from pix2pix_core.networks import GeneratorConfig, build_generator
 from pix2pix_core.tiling import translate_tiled
 from pix2pix_core.transforms import resample, to_tensor, to_uint8
@@ -166,28 +168,39 @@ def translated_pairs(
     generator: TestTimeGenerator,
     pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     *,
-    size: int,
+    tile: int,
     batch_size: int,
+    preprocess: str = "resize_and_crop",
     device: str | torch.device = "cpu",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(real_a, fake_b, real_b), float NCHW on `device`, a batch at a time, of uint8 (A, B)
-    pairs: each image resampled once, from what it is to `size` x `size`, and A translated.
+    """(real_a, fake_b, real_b) of each uint8 (A, B) pair, float 1 x C x H x W on `device`:
+    both images resampled once, from what they are to the size the official test gives them
+    (its `load_size` is the model's `tile`, so resize_and_crop makes them `tile` x `tile`),
+    and A translated (in tiles of `tile` where larger; `batch_size` tiles per forward).
 
     Validation and evaluation both score what this yields, so their numbers agree, and
     they do not depend on `batch_size` (see the module docstring).
     """
-    batch: list[tuple[np.ndarray, np.ndarray]] = []
+    pending: deque[tuple[torch.Tensor, torch.Tensor]] = deque()
 
-    def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        a = to_tensor(np.stack([resample(x, size, size) for x, _ in batch]))
-        b = to_tensor(np.stack([resample(y, size, size) for _, y in batch]))
-        fake = generator(a.to(device), sample_seeds(a, generator.seed)).float()
-        batch.clear()
-        return a.to(device), fake, b.to(device)
+    def inputs() -> Iterator[torch.Tensor]:
+        for a, b in pairs:
+            width, height = resized_size(
+                a.shape[1], a.shape[0], preprocess=preprocess, load_size=tile
+            )
+            real_a, real_b = (
+                to_tensor(resample(a, height, width)),
+                to_tensor(resample(b, height, width)),
+            )
+            pending.append((real_a, real_b))
+            yield real_a
 
-    for pair in pairs:
-        batch.append(pair)
-        if len(batch) == batch_size:
-            yield run()
-    if batch:
-        yield run()
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return generator(x.to(device), sample_seeds(x, generator.seed)).float()
+
+    outputs = translate_tiled(
+        forward, inputs(), tile=tile, overlap=default_overlap(tile), batch_size=batch_size
+    )
+    for fake_b in outputs:
+        real_a, real_b = pending.popleft()
+        yield real_a[None].to(device), fake_b[None], real_b[None].to(device)

@@ -45,7 +45,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def paired_random_jitter(
     a: torch.Tensor,
     b: torch.Tensor,
-    crop_size: int,
+    crop_size: int | None,
     flip: bool = True,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,22 +53,24 @@ def paired_random_jitter(
 
     Each sample draws its own crop and flip, and A and B of a sample get the same ones: the
     pair must stay aligned pixel for pixel. The paper resizes to 286 first (done when the
-    dataset is prepared) and crops 256 here.
+    dataset is prepared) and crops 256 here. ``crop_size`` None: no crop, only the flip
+    (the preprocess modes without "crop").
     """
     if a.ndim != 4 or b.ndim != 4 or a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
         raise ValueError(
             f"a {tuple(a.shape)} and b {tuple(b.shape)} must be NCHW batches of the same size"
         )
     n, _, height, width = a.shape
-    if not 0 < crop_size <= min(height, width):
+    if crop_size is not None and not 0 < crop_size <= min(height, width):
         raise ValueError(f"crop_size {crop_size!r} does not fit images of {height}x{width}")
+    crop_h, crop_w = (height, width) if crop_size is None else (crop_size, crop_size)
     # Draw on the CPU so one generator serves inputs on any device.
-    tops = torch.randint(0, height - crop_size + 1, (n,), generator=generator).tolist()
-    lefts = torch.randint(0, width - crop_size + 1, (n,), generator=generator).tolist()
+    tops = torch.randint(0, height - crop_h + 1, (n,), generator=generator).tolist()
+    lefts = torch.randint(0, width - crop_w + 1, (n,), generator=generator).tolist()
     flips = (torch.rand(n, generator=generator) < 0.5).tolist() if flip else [False] * n
     out_a, out_b = [], []
     for i, (top, left, mirror) in enumerate(zip(tops, lefts, flips, strict=True)):
-        window = (slice(None), slice(top, top + crop_size), slice(left, left + crop_size))
+        window = (slice(None), slice(top, top + crop_h), slice(left, left + crop_w))
         crop_a, crop_b = a[i][window], b[i][window]
         if mirror:
             crop_a, crop_b = crop_a.flip(-1), crop_b.flip(-1)
@@ -105,23 +107,3 @@ def resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     out = np.asarray(img.resize((width, height), Image.Resampling.BICUBIC))
     return out[..., None] if out.ndim == 2 else out
-
-
-SCALE_MODES = ("auto", "resize", "tile")
-
-
-def model_input_side(mode: str, *, tile: int, load_size: int | None) -> int | None:
-    """The side an image is resampled to (a square) before the generator, which takes it in
-    `tile` x `tile` tiles (one tile: the plain forward); None: the image's own size.
-
-    - "auto": the scale the model was trained at: training resized its sources to
-      `load_size` x `load_size` and cropped `tile`s from them, so does this (`load_size`
-      None: the model's own size, the official test's resize).
-    - "resize": `tile`, the official test's resize, whatever the model's record.
-    - "tile": None, every image at full resolution (a model trained at that scale).
-    """
-    if mode not in SCALE_MODES:
-        raise ValueError(f"unknown mode {mode!r}; valid modes: {list(SCALE_MODES)}")
-    if mode == "tile":
-        return None
-    return tile if mode == "resize" or load_size is None else load_size

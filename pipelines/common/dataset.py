@@ -181,3 +181,18 @@ def split_fingerprint(dst: Location, split: str) -> str:
     identity |= {"split": split, "count": info["counts"][split]}
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prepared_preprocess(info: dict[str, Any]) -> str:
+    """The `--preprocess` a dataset was prepared with (datasets from before it: the
+    default, resize_and_crop)."""
+    return str(info.get("preprocess") or "resize_and_crop")
+
+
+def stored_train_sizes(dst: Location) -> set[tuple[int, int]]:
+    """The (width, height) of the stored train images, from their columns alone."""
+    loc = existing_split(dst, "train")
+    table = pads.dataset(loc.path, filesystem=loc.arrow_fs, format="parquet").to_table(
+        columns=["width", "height"]
+    )
+    return set(zip(table["width"].to_pylist(), table["height"].to_pylist(), strict=True))

@@ -70,6 +70,11 @@ class LoadedGenerator:
         return from_state_dict(self.config, self.module.state_dict(), eval_mode=mode, seed=seed)
 
     @property
+    def preprocess(self) -> str:
+        """How training resized its sources (prepare's --preprocess), by default the paper's."""
+        return str(self.metadata.get("preprocess") or "resize_and_crop")
+
+    @property
     def load_size(self) -> int | None:
         """The side training resized its sources to before cropping (prepare's load_size),
         if the model recorded it: the scale translate feeds it at by default."""
@@ -167,7 +172,7 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> LoadedGenerator:
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise UserError(f"{uri}: not a pix2pix generator model ({err})") from None
     metadata = {**settings.get("metadata", {}), "source": uri}
-    metadata |= {k: settings.get(k) for k in ("crop_size", "load_size")}
+    metadata |= {k: settings.get(k) for k in ("crop_size", "load_size", "preprocess")}
     metadata.update(_registry_metadata(uri))
     return LoadedGenerator(module, config, bool(settings["eval_mode"]), metadata)
 

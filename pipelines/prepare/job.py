@@ -176,6 +176,7 @@ def _run_tasks(
             "dst_options": dict(dst.options),
             "src_options": dict(src.options),
             "load_size": opts.load_size,
+            "preprocess": opts.preprocess,
             "direction": opts.direction,
             "max_pixels": opts.max_pixels,
         },
@@ -214,7 +215,8 @@ def _info(
         "fingerprint": summary.fingerprint,
         "direction": opts.direction,
         "load_size": opts.load_size,
-        "width": opts.load_size,  # of the train images
+        "preprocess": opts.preprocess,
+        "width": opts.load_size,  # of the train images, under resize_and_crop
         "height": opts.load_size,
         "held_out_max_side": held_out_max_side(opts.load_size),
         "encoding": f"{IMAGE_FORMAT.lower()} in parquet ({PARQUET_COMPRESSION})",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pipelines.common.images import DEFAULT_MAX_PIXELS
 from pipelines.config.fields import option
 from pipelines.prepare.sources import LAYOUTS
+from pix2pix_core.geometry import PREPROCESS_MODES, check_preprocess
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -23,6 +24,15 @@ class PrepareOptions:
         "AtoB", "AtoB: left/A is the input; BtoA swaps", choices=DIRECTIONS, learns=True
     )
     load_size: int = option(286, "images are resized to load_size x load_size", learns=True)
+    preprocess: str = option(
+        "resize_and_crop",
+        "how train images are resized (training crops crop_size where the name says crop): "
+        "resize_and_crop: to load_size x load_size; crop: kept at their size; scale_width"
+        "[_and_crop]: width to load_size, the aspect kept; none: kept, sides rounded to "
+        "multiples of 4",
+        choices=PREPROCESS_MODES,
+        learns=True,
+    )
     val_fraction: float = option(
         0.1, "share of train carved out as val when SRC has no val", learns=True
     )
@@ -36,6 +46,7 @@ class PrepareOptions:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be AtoB or BtoA, got {self.direction!r}")
+        check_preprocess(self.preprocess)
         if self.load_size < 1:
             raise ValueError(f"load_size must be positive, got {self.load_size!r}")
         if not 0 <= self.val_fraction < 1:

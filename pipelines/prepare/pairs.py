@@ -22,6 +22,7 @@ from PIL import Image
 from pipelines.common.dataset import PAIR_SCHEMA
 from pipelines.common.images import BadImage, Picture, decode, encode, split_aligned
 from pipelines.common.storage import Location
+from pix2pix_core.geometry import min_decoded_side, resized_size
 from pix2pix_core.transforms import resample
 
 IMAGE_FORMAT = "TIFF"  # uncompressed: the Parquet column is compressed instead
@@ -73,11 +74,14 @@ def held_out_size(width: int, height: int, load_size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _stored(picture: Picture, load_size: int, held_out: bool) -> bytes:
+def _stored(picture: Picture, load_size: int, preprocess: str, held_out: bool) -> bytes:
+    """Train images resized as `--preprocess` says (before the crop, which training does);
+    held-out ones at their source size."""
+    size = picture.pixels.shape[1::-1]
     if held_out:
-        width, height = held_out_size(*picture.pixels.shape[1::-1], load_size)
+        width, height = held_out_size(*size, load_size)
     else:
-        width = height = load_size
+        width, height = resized_size(*size, preprocess=preprocess, load_size=load_size)
     return encode(resample(picture.pixels, height, width), IMAGE_FORMAT)[0]
 
 
@@ -95,20 +99,27 @@ def _note(picture: Picture) -> str:
 
 
 def prepare_aligned(
-    data: bytes, *, load_size: int, direction: str, max_pixels: int, held_out: bool = False
+    data: bytes,
+    *,
+    load_size: int,
+    direction: str,
+    max_pixels: int,
+    preprocess: str = "resize_and_crop",
+    held_out: bool = False,
 ) -> tuple[bytes, bytes, str]:
-    """An A|B image -> (a, b, note), `a` being the model's input for `direction`; resized to
-    load_size, or (`held_out`: val and test) at the source size."""
+    """An A|B image -> (a, b, note), `a` being the model's input for `direction`; resized as
+    `preprocess` says, or (`held_out`: val and test) at the source size."""
     try:
-        # Each half is resized to load_size: the whole may be decoded down to twice that.
-        min_side = 0 if held_out else 2 * load_size
+        # Each half keeps at least min_decoded_side: the whole may be decoded down to twice.
+        min_side = 0 if held_out else 2 * min_decoded_side(preprocess, load_size)
         picture = decode(data, max_pixels=max_pixels, min_side=min_side)
         left, right = split_aligned(picture)
     except BadImage as err:
         raise BadInput(str(err)) from None
     if direction == "BtoA":
         left, right = right, left
-    return _stored(left, load_size, held_out), _stored(right, load_size, held_out), _note(picture)
+    stored = [_stored(half, load_size, preprocess, held_out) for half in (left, right)]
+    return stored[0], stored[1], _note(picture)
 
 
 def prepare_pair(
@@ -118,6 +129,7 @@ def prepare_pair(
     load_size: int,
     direction: str,
     max_pixels: int,
+    preprocess: str = "resize_and_crop",
     held_out: bool = False,
 ) -> tuple[bytes, bytes, str]:
     """Separate A and B images -> (a, b, note), as `prepare_aligned`. Both sides must have
@@ -125,7 +137,7 @@ def prepare_pair(
     sides, notes = {}, []
     for name, data in (("A", data_a), ("B", data_b)):
         try:
-            min_side = 0 if held_out else load_size
+            min_side = 0 if held_out else min_decoded_side(preprocess, load_size)
             sides[name] = decode(data, max_pixels=max_pixels, min_side=min_side)
         except BadImage as err:
             raise BadInput(f"{name}: {err}", side=name) from None
@@ -139,7 +151,8 @@ def prepare_pair(
         )
     if direction == "BtoA":
         a, b = b, a
-    return _stored(a, load_size, held_out), _stored(b, load_size, held_out), "; ".join(notes)
+    stored = [_stored(side, load_size, preprocess, held_out) for side in (a, b)]
+    return stored[0], stored[1], "; ".join(notes)
 
 
 # -- one Ray Data batch -----------------------------------------------------------------
@@ -198,6 +211,7 @@ def process_batch(
     load_size: int,
     direction: str,
     max_pixels: int,
+    preprocess: str = "resize_and_crop",
 ) -> pa.Table:
     """Prepare every input of `work`, write the good pairs as one shard per split, and
     return one RESULT_SCHEMA row per input (a reason where it could not be used)."""
@@ -210,7 +224,8 @@ def process_batch(
     for row in rows:
         reason, note, url = None, "", row["a_url"]
         try:
-            a, b, note = _prepare_row(row, data, load_size, direction, max_pixels)
+            settings = {"load_size": load_size, "direction": direction, "preprocess": preprocess}
+            a, b, note = _prepare_row(row, data, max_pixels=max_pixels, **settings)
             width, height = stored_size(a)
         except BadInput as err:
             reason = str(err)
@@ -245,15 +260,8 @@ def process_batch(
     return pa.Table.from_pylist(results, schema=RESULT_SCHEMA)
 
 
-def _prepare_row(
-    row: dict, data: dict, load_size: int, direction: str, max_pixels: int
-) -> tuple[bytes, bytes, str]:
-    kwargs = {
-        "load_size": load_size,
-        "direction": direction,
-        "max_pixels": max_pixels,
-        "held_out": row["split"] != "train",
-    }
+def _prepare_row(row: dict, data: dict, **settings: object) -> tuple[bytes, bytes, str]:
+    kwargs = {**settings, "held_out": row["split"] != "train"}
     if row["b_url"] is None:
         return prepare_aligned(_bytes(data, row["a_url"]), **kwargs)
     try:

@@ -65,7 +65,12 @@ def evaluate(
     pairs = iter_pairs(dst, split, (loaded.config.input_nc, loaded.config.output_nc))
     with torch.inference_mode():
         for _, fake_b, real_b in translated_pairs(
-            generator, pairs, size=loaded.crop_size, batch_size=batch_size, device=device
+            generator,
+            pairs,
+            tile=loaded.crop_size,
+            batch_size=batch_size,
+            preprocess=loaded.preprocess,
+            device=device,
         ):
             metrics.update(fake_b.cpu(), real_b.cpu())
     values = metrics.compute()

@@ -20,6 +20,7 @@ import mlflow
 import numpy as np
 import torch
 
+from pix2pix_core.geometry import model_input_size
 from pix2pix_core.inference import (
     TestTimeGenerator,
     default_overlap,
@@ -27,7 +28,7 @@ from pix2pix_core.inference import (
     translate_uint8,
 )
 from pix2pix_core.model_folder import ARTIFACT, read_model_folder
-from pix2pix_core.transforms import model_input_side, resample
+from pix2pix_core.transforms import resample
 
 BATCH_SIZE = 8  # tiles per forward; outputs do not depend on it (pix2pix_core.inference)
 
@@ -38,6 +39,7 @@ def translate_images(
     *,
     tile: int,
     load_size: int | None,
+    preprocess: str = "resize_and_crop",
     output_nc: int = 3,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
@@ -48,8 +50,10 @@ def translate_images(
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"expected a uint8 batch N x H x W x C, got {images.dtype} {images.shape}")
     height, width = images.shape[1:3]
-    side = model_input_side("auto", tile=tile, load_size=load_size)
-    inputs = [resample(image, side, side) for image in images]
+    size = model_input_size(
+        width, height, mode="auto", tile=tile, load_size=load_size, preprocess=preprocess
+    )
+    inputs = [resample(image, size[1], size[0]) for image in images]
 
     # 2. generate
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +80,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.output_nc = config.output_nc
         self.tile = int(settings["crop_size"])
         self.load_size = settings.get("load_size")
+        self.preprocess = settings.get("preprocess") or "resize_and_crop"
 
     # `np.ndarray` is a hint MLflow infers no schema from: the logged signature governs.
     def predict(
@@ -93,6 +98,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             images,
             tile=self.tile,
             load_size=self.load_size,
+            preprocess=self.preprocess,
             output_nc=self.output_nc,
             device=self.device,
         )

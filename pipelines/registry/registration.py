@@ -119,6 +119,7 @@ def write_model_files(folder: str, loaded: LoadedGenerator, lineage: Lineage) ->
     settings = {
         "crop_size": loaded.crop_size,
         "load_size": loaded.load_size,
+        "preprocess": loaded.preprocess,
         "eval_mode": loaded.eval_mode,
         "metadata": {
             "source": lineage.source,

@@ -33,6 +33,9 @@ class TrainOptions:
     load_size: int | None = option(
         None, "the prepared images' size (prepare's --load_size); if given, checked against it"
     )
+    preprocess: str | None = option(
+        None, "the prepared images' --preprocess; if given, checked against it"
+    )
     crop_size: int = option(256, "random crop from the prepared load_size images", learns=True)
     no_flip: bool = option(False, "no random horizontal flip", learns=True)
     num_workers: int = option(1, "Ray Train workers (one process each, DDP)", learns=True)

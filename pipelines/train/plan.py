@@ -20,7 +20,7 @@ import ray
 import torch
 
 from pipelines.common.checkpoints import checkpoint_file
-from pipelines.common.dataset import read_info
+from pipelines.common.dataset import prepared_preprocess, read_info, stored_train_sizes
 from pipelines.common.errors import UserError
 from pipelines.common.names import File, Tag
 from pipelines.common.ray_runtime import init_ray
@@ -30,6 +30,7 @@ from pipelines.common.tracking import git_commit, open_run, resolve_tracking_uri
 from pipelines.config.groups import CommonOptions
 from pipelines.train.options import TrainConfig, TrainOptions
 from pix2pix_core import build_discriminator
+from pix2pix_core.geometry import crops
 from pix2pix_core.training import sync_batch_norm_runs_on
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -102,18 +103,54 @@ def check_data(cfg: TrainConfig, dataset: dict[str, Any], data: Location) -> Non
             )
     crop = cfg.train.crop_size
     load_size = int(dataset.get("load_size") or 0)
-    asked = cfg.train.load_size
-    if asked and load_size and asked != load_size:
+    preprocess = prepared_preprocess(dataset)
+    for flag, asked, prepared in (
+        ("--load_size", cfg.train.load_size, load_size),
+        ("--preprocess", cfg.train.preprocess, preprocess),
+    ):
+        if asked and prepared and asked != prepared:
+            raise UserError(
+                f"{flag} {asked}: the images of {data.url} were prepared with {flag} "
+                f"{prepared}; to train with {asked}, prepare again: pix2pix prepare SRC DST "
+                f"{flag} {asked}"
+            )
+    sizes = {(load_size, load_size)} if preprocess == "resize_and_crop" else None
+    sizes = sizes or stored_train_sizes(data)
+    if len(sizes) > 1 and cfg.train.batch_size > 1:
         raise UserError(
-            f"--load_size {asked}: the images of {data.url} were prepared at {load_size} px; "
-            f"to train at {asked}, prepare again: pix2pix prepare SRC DST --load_size {asked}"
+            f"the train images of {data.url} have {len(sizes)} sizes (--preprocess "
+            f"{preprocess} keeps the sources' own), so they cannot share a batch: train with "
+            f"--batch_size 1 (got {cfg.train.batch_size})"
         )
-    if load_size and crop > load_size:
+    if not crops(preprocess):
+        _check_uncropped(cfg, preprocess, sizes, data)
+    elif crop > min(min(size) for size in sizes):
+        smallest = min(min(size) for size in sizes)
         raise UserError(
             f"--crop_size {crop} is larger than the prepared images of {data.url} "
-            f"({load_size} px); prepare with --load_size >= {crop}"
+            f"({smallest} px); prepare with --load_size >= {crop}"
         )
     check_shapes(cfg)
+
+
+def _check_uncropped(
+    cfg: TrainConfig, preprocess: str, sizes: set[tuple[int, int]], data: Location
+) -> None:
+    """Without a crop the images train at their stored sizes: one to a batch, each a size
+    the generator takes."""
+    if cfg.train.batch_size > 1:
+        raise UserError(
+            f"--preprocess {preprocess} keeps each image's own size, so images cannot "
+            f"share a batch: train with --batch_size 1 (got {cfg.train.batch_size})"
+        )
+    multiple = cfg.generator_config().multiple
+    odd = sorted(size for size in sizes if size[0] % multiple or size[1] % multiple)
+    if odd:
+        raise UserError(
+            f"--preprocess {preprocess}: {data.url} holds train images of {odd[0][0]} x "
+            f"{odd[0][1]}, which {cfg.architecture.netG} cannot take (sides must be multiples "
+            f"of {multiple}); prepare with --preprocess resize_and_crop, or another --netG"
+        )
 
 
 def check_shapes(cfg: TrainConfig) -> None:

@@ -10,7 +10,7 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from pipelines.common.dataset import read_encoded_pairs, read_prepared
+from pipelines.common.dataset import prepared_preprocess, read_encoded_pairs, read_prepared
 from pipelines.common.names import CHECKPOINT_SCORE
 from pipelines.train.plan import TrainRun
 from pipelines.train.worker import TrainJob, train_fn_per_worker
@@ -32,6 +32,7 @@ def worker_job(run: TrainRun) -> TrainJob:
             "url": run.data.url,
             "fingerprint": run.fingerprint,
             "load_size": run.dataset.get("load_size"),
+            "preprocess": prepared_preprocess(run.dataset),
             "direction": run.dataset.get("direction"),
         },
         tracking_uri=run.tracking_uri,

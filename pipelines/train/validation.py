@@ -29,6 +29,7 @@ from pipelines.common.names import METRICS, VAL_FID
 from pipelines.common.storage import Location
 from pix2pix_core import ImageMetrics, Pix2Pix, to_uint8
 from pix2pix_core.inference import from_state_dict, translated_pairs
+from pix2pix_core.transforms import resample
 
 
 def validate(
@@ -36,6 +37,7 @@ def validate(
     pairs: list[EncodedPair],
     *,
     crop_size: int,
+    preprocess: str = "resize_and_crop",
     batch_size: int,
     eval_mode: bool,
     rank: int,
@@ -59,8 +61,9 @@ def validate(
         batches = translated_pairs(
             generator,
             (decode_pair(pair, channels) for pair in mine),
-            size=crop_size,
+            tile=crop_size,
             batch_size=batch_size,
+            preprocess=preprocess,
             device=model.device,
         )
         for real_a, fake_b, real_b in batches:
@@ -68,12 +71,12 @@ def validate(
             if fid is not None:
                 fid.update((real_b + 1) / 2, real=True)
                 fid.update((fake_b.clamp(-1, 1) + 1) / 2, real=False)
-            images = zip(to_uint8(real_a), to_uint8(fake_b), to_uint8(real_b), strict=True)
-            for j, row in enumerate(images):
-                index = rank + (done + j) * world  # the pair's place in the val split
-                if index < grid_size:
-                    rows.append((index, row))
-            done += len(real_a)
+            index = rank + done * world  # the pair's place in the val split
+            if index < grid_size:
+                # The grid's cells are crop_size squares, whatever size the pair has.
+                cells = (to_uint8(x)[0] for x in (real_a, fake_b, real_b))
+                rows.append((index, tuple(resample(c, crop_size, crop_size) for c in cells)))
+            done += 1
     values = metrics.compute()  # a collective under torch.distributed: every rank calls it
     out = {m.reported: values[m.name] for m in METRICS.values()}
     if fid is not None:

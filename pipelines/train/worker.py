@@ -43,6 +43,7 @@ from pix2pix_core import (
     paired_random_jitter,
     to_tensor,
 )
+from pix2pix_core.geometry import crops
 from pix2pix_core.memory import retain_freed_memory
 from pix2pix_core.training import LOSS_NAMES
 
@@ -124,6 +125,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             model,
             val_pairs,
             crop_size=opts.crop_size,
+            preprocess=job.dataset["preprocess"],
             batch_size=opts.batch_size,
             eval_mode=opts.eval,
             rank=rank,
@@ -174,7 +176,7 @@ def _train_epoch(
         real_a, real_b = paired_random_jitter(
             to_tensor(batch["a"]),
             to_tensor(batch["b"]),
-            opts.crop_size,
+            opts.crop_size if crops(job.dataset["preprocess"]) else None,
             flip=not opts.no_flip,
             generator=jitter,
         )
@@ -213,6 +215,7 @@ def _report(
         "direction": job.dataset["direction"],
         "crop_size": opts.crop_size,
         "load_size": job.dataset["load_size"],
+        "preprocess": job.dataset["preprocess"],
         "eval_mode": opts.eval,
         "options": job.all_options,
     }

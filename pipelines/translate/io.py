@@ -18,7 +18,8 @@ import numpy as np
 from pipelines.common.images import BadImage, Picture, decode, encode, split_aligned
 from pipelines.common.storage import Location
 from pipelines.translate.manifest import record, write_part
-from pix2pix_core.transforms import model_input_side, resample
+from pix2pix_core.geometry import min_decoded_side, model_input_size
+from pix2pix_core.transforms import resample
 
 Batch = dict[str, np.ndarray]
 
@@ -64,26 +65,34 @@ def model_input(
     tile: int,
     mode: str,
     load_size: int | None,
+    preprocess: str = "resize_and_crop",
     max_pixels: int,
 ) -> tuple[np.ndarray, Picture]:
     """One file -> (the pixels the model is given, the picture they come from: its size and
     alpha are the output's), or BadImage.
 
-    The size is `model_input_size`'s (the scale the model was trained at, by default). The
-    rule is prepare's, so that an image resized as training's sources were gets the pixels
-    training saw: the same decode, split and resize, and a reduced-scale JPEG decode
-    requested exactly as prepare requests it (twice the side for a half of an A|B image).
+    The size is `geometry.model_input_size`'s (the scale the model was trained at, by
+    default). The rule is prepare's, so that an image resized as training's sources were
+    gets the pixels training saw: the same decode, split and resize, and a reduced-scale
+    JPEG decode requested exactly as prepare requests it (twice the side for a half of an
+    A|B image).
     """
     halves = side in ("A", "B")
-    target = model_input_side(mode, tile=tile, load_size=load_size)
-    min_side = (2 if halves else 1) * target if target else 0  # decode no more than is kept
-    picture = decode(data, max_pixels=max_pixels, channels=channels, min_side=min_side)
+    if mode == "tile":
+        least = 0
+    elif mode == "resize" or load_size is None:
+        least = tile
+    else:
+        least = min_decoded_side(preprocess, load_size)
+    picture = decode(data, max_pixels=max_pixels, channels=channels, min_side=(1 + halves) * least)
     if halves:
         left, right = split_aligned(picture)
         picture = left if side == "A" else right
-    if target is None:
-        return picture.pixels, picture
-    return resample(picture.pixels, target, target), picture
+    height, width = picture.pixels.shape[:2]
+    size = model_input_size(
+        width, height, mode=mode, tile=tile, load_size=load_size, preprocess=preprocess
+    )
+    return resample(picture.pixels, size[1], size[0]), picture
 
 
 def _prepare(raw: bytes | Exception, *, channels: int, **input_args) -> _Prepared:
@@ -110,11 +119,18 @@ def read_and_decode(
     tile: int,
     mode: str,
     load_size: int | None,
+    preprocess: str = "resize_and_crop",
 ) -> Batch:
     """`url` -> decoded pixels at the size the model will see (`model_input`), or a reason."""
     urls = [str(u) for u in batch["url"]]
     data = _read_all(urls, storage_options)
-    args = {"side": side, "tile": tile, "mode": mode, "load_size": load_size}
+    args = {
+        "side": side,
+        "tile": tile,
+        "mode": mode,
+        "load_size": load_size,
+        "preprocess": preprocess,
+    }
     rows = [_prepare(data[url], channels=channels, max_pixels=max_pixels, **args) for url in urls]
     packed = [pack(r.pixels) for r in rows]
     return {

@@ -114,6 +114,7 @@ def _pipeline(
         "tile": runtime.tile,
         "mode": opts.mode,
         "load_size": input_load_size(opts, loaded),
+        "preprocess": opts.preprocess or loaded.preprocess,
     }
     write_args = {
         "dst": dst.url,
@@ -275,6 +276,7 @@ def _settings(opts: TranslateOptions, loaded: LoadedGenerator) -> dict[str, Any]
         "suffix": opts.suffix,
         "mode": opts.mode,
         "load_size": input_load_size(opts, loaded),
+        "preprocess": opts.preprocess or loaded.preprocess,
         "tile": list(tiles(opts, loaded)),
         "eval": eval_mode(opts, loaded),
     }

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pipelines.common.images import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
 from pipelines.config.fields import option
+from pix2pix_core.geometry import PREPROCESS_MODES
 
 SIDES = ("A", "B", "full")
 IO_PLACES = ("auto", "tasks", "actor")
@@ -37,6 +38,11 @@ class TranslateOptions:
         "resize inputs to N x N before tiling, the scale training saw (default: the "
         "load_size the model was trained from; for an official *_net_G.pth, the model's size, "
         "as the official test)",
+    )
+    preprocess: str | None = option(
+        None,
+        "how --load_size resizes (default: the model's --preprocess, else resize_and_crop)",
+        choices=PREPROCESS_MODES,
     )
     resize: bool = option(False, "resize every image to the model's size and back")
     tile: bool = option(False, "every image at full resolution in overlapping tiles")

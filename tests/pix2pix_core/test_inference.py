@@ -96,7 +96,7 @@ def test_translated_pairs_are_resampled_once_and_do_not_depend_on_the_batch_size
     runs = {}
     with torch.inference_mode():
         for batch_size in (1, 2, 5):
-            out = list(translated_pairs(generator, pairs, size=SIZE, batch_size=batch_size))
+            out = list(translated_pairs(generator, pairs, tile=SIZE, batch_size=batch_size))
             runs[batch_size] = [torch.cat(parts) for parts in zip(*out, strict=True)]
     for batch_size in (2, 5):
         for ours, single in zip(runs[batch_size], runs[1], strict=True):

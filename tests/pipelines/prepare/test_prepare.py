@@ -311,3 +311,26 @@ def test_layout_detection(tmp_path):
     assert discover(folders, "aligned").layout == "aligned"
     with pytest.raises(UserError, match="unknown layout 'nope'"):
         discover(folders, "nope")
+
+
+@pytest.mark.parametrize(
+    ("preprocess", "train_size"),
+    [("resize_and_crop", (32, 32)), ("scale_width", (32, 21)), ("crop", (48, 32)),
+     ("none", (48, 32))],
+)  # fmt: skip
+def test_preprocess_decides_the_size_train_images_are_stored_at(
+    ray_cluster, tmp_path, preprocess, train_size
+):
+    from pipelines.demo.sample_data import SamplePair
+
+    rng = np.random.default_rng(0)
+    pairs = [
+        SamplePair(f"p{i}", *(rng.integers(0, 255, (32, 48, 3), np.uint8) for _ in "ab"))
+        for i in range(3)
+    ]
+    src = write_dataset({"train": pairs[:2], "val": pairs[2:]}, Location.parse(str(tmp_path / "s")))
+    dst = Location.parse(str(tmp_path / "out"))
+    prepare(src, dst, PrepareOptions(load_size=LOAD, preprocess=preprocess))
+    assert {(r["width"], r["height"]) for r in _rows(dst, "train")} == {train_size}
+    assert {(r["width"], r["height"]) for r in _rows(dst, "val")} == {(48, 32)}  # the source's
+    assert read_info(dst)["preprocess"] == preprocess

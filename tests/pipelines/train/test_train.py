@@ -352,7 +352,9 @@ def test_load_size_as_official_users_give_it_is_checked_against_the_prepared_siz
 
     dataset = read_info(prepared)
     check_data(_cfg(prepared, load_size=CROP + 4), dataset, prepared)  # the prepared size
-    with pytest.raises(UserError, match=r"--load_size 142: .* prepared at 36 px.*--load_size 142"):
+    with pytest.raises(
+        UserError, match=r"--load_size 142: .* prepared with --load_size 36; .*--load_size 142"
+    ):
         check_data(_cfg(prepared, load_size=142), dataset, prepared)
 
 
@@ -380,3 +382,19 @@ def test_grayscale_pairs_train_and_translate_end_to_end(prepared, tmp_path, mlfl
     for i, size in enumerate([(32, 32), (56, 40)]):
         with Image.open(out / f"{i}.png") as img:
             assert (img.mode, img.size) == ("L", size)
+
+
+def test_preprocess_is_the_prepared_ones_and_uncropped_images_train_one_at_a_time(prepared):
+    from pipelines.common.dataset import read_info
+    from pipelines.common.errors import UserError
+    from pipelines.train.plan import check_data
+
+    dataset = read_info(prepared)
+    check_data(_cfg(prepared, preprocess="resize_and_crop"), dataset, prepared)
+    with pytest.raises(UserError, match=r"--preprocess crop: .* prepared with --preprocess "):
+        check_data(_cfg(prepared, preprocess="crop"), dataset, prepared)
+    uncropped = {**dataset, "preprocess": "none"}  # as if prepared without a resize
+    with pytest.raises(UserError, match=r"cannot share a batch: train with --batch_size 1"):
+        check_data(_cfg(prepared, batch_size=4), uncropped, prepared)
+    with pytest.raises(UserError, match=r"train images of 36 x 36, which unet_256 cannot take"):
+        check_data(_cfg(prepared, batch_size=1), uncropped, prepared)
