@@ -59,11 +59,20 @@ os.environ.update(
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A local Ray shared by every test that needs one."""
+    """A local Ray shared by the tests of one module, started afresh for each module.
+
+    Not one Ray for the whole session: after a few hundred actors have come and gone in
+    one driver, Ray 2.60 stopped telling that driver when its new actors were up (GCS
+    logged them created, the driver never heard), and every later Ray Data actor pool
+    and Tune trial waited forever. A Ray per module keeps each module's Ray young and
+    one module's leftovers (actors still shutting down) out of the next.
+    """
     import ray
 
+    if ray.is_initialized():
+        ray.shutdown()  # one a test's own code started (init_ray) outside this fixture
     if not ray.is_initialized():
         ray.init(
             address="local",  # a Ray of its own, never one that `ray start` left running

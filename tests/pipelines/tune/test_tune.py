@@ -57,7 +57,7 @@ SWEEP_FLAGS = {"num_samples": 2, "grace_period": 1}  # concurrency: the default
 SWEEP_FLAGS |= {"reduction_factor": 2, "metric": "l1"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tune_data(tmp_path_factory, ray_cluster, photo_pairs) -> Location:
     """A dozen prepared pairs at 36 px (random 32 px crops), 9 train and 3 val."""
     from pipelines.demo.sample_data import write_dataset
