@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -27,8 +28,9 @@ def init_ray(
 
     A local Ray's processes get `ONE_ARENA_ENV`: its actors and training workers run the
     model on threads other than the main one, where without it every forward and step
-    page-faults its activations in again (pix2pix_core.memory). A cluster's nodes get it
-    from their own environment (infra/).
+    page-faults its activations in again (pix2pix_core.memory). Joining a cluster, the
+    job's runtime env carries it, and what else the workers need from this driver's
+    environment (`forwarded_env`), to every worker process on every node.
 
     A local Ray for `training` runs `quiet_ray_logs` in every worker. That setup hook
     gives the job a runtime env of its own, which the workers Ray starts ahead of time
@@ -42,8 +44,13 @@ def init_ray(
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address, given)
+        env = forwarded_env()
         try:
-            ray.init(address=address, logging_level=logging.WARNING)
+            ray.init(
+                address=address,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": env} if env else None,
+            )
         except ConnectionError as err:  # e.g. "auto" with no Ray running on this machine
             first = str(err).split(". ")[0]
             raise UserError(
@@ -61,6 +68,58 @@ def init_ray(
             logging_level=logging.WARNING,
             runtime_env=hook if training else None,
         )
+
+
+# What the workers of every node need from the driver's environment, where the driver has
+# it: the object store's endpoint, region and keys (s3fs, pyarrow and boto3 read these), the
+# MLflow server and its credentials, and the folders declared shared by every node
+# (pipelines.common.cluster). Not forwarded: variables naming files (AWS_PROFILE,
+# AWS_SHARED_CREDENTIALS_FILE), which a node may not have, and Ray's own token, which a
+# node needs to join the cluster at all and its workers inherit from it.
+FORWARDED_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "PIX2PIX_SHARED_PATHS",
+)
+# Set by `ray job submit` in the job's driver: the job's own runtime env, JSON.
+_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def forwarded_env() -> dict[str, str]:
+    """The env_vars of the runtime env this driver gives its job on a cluster.
+
+    FORWARDED_ENV where set here, and ONE_ARENA_ENV (this environment's value, if it has
+    one). Ray applies a runtime env's env_vars when it starts each worker process, so
+    glibc sees MALLOC_ARENA_MAX from the start. In a job submitted with `ray job submit
+    --runtime-env-json`, the variables that job's env_vars set already are left out: they
+    reach every worker anyway, and Ray refuses a driver that sets one of them again.
+    """
+    env = {k: os.environ.get(k, v) for k, v in ONE_ARENA_ENV.items()}
+    env.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
+    for key in _job_env_vars():
+        env.pop(key, None)
+    return env
+
+
+def _job_env_vars() -> set[str]:
+    text = os.environ.get(_JOB_CONFIG_ENV)
+    if not text:
+        return set()
+    try:
+        runtime_env = json.loads(text).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return set()
+    return set(runtime_env.get("env_vars") or {})
 
 
 @contextlib.contextmanager

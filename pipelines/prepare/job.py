@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from pipelines.common.cluster import require_shared
 from pipelines.common.dataset import (
     INFO_FILE,
     QUARANTINE_FILE,
@@ -94,6 +95,7 @@ def prepare(
     sources = discover(src, opts.layout)
     _check_no_overlap(src, dst, sources)
     carved = carve_val(sources.work, opts.val_fraction, opts.seed)
+    require_shared({"SRC": src, "DST": dst}, ray_address)  # joins a cluster: after the checks
     dst.check_access("DST", write=True)
     _clear_previous(dst)
 

@@ -20,6 +20,7 @@ import ray
 import torch
 
 from pipelines.common.checkpoints import checkpoint_file
+from pipelines.common.cluster import require_shared
 from pipelines.common.dataset import prepared_preprocess, read_info, stored_train_sizes
 from pipelines.common.errors import UserError
 from pipelines.common.names import File, Tag
@@ -272,6 +273,7 @@ def plan_run(
     cfg = cfg.replace(resume_from=resume)
     fingerprint = str(dataset.get("fingerprint", ""))
     name = check_run_name(common.run_name or derive_run_name(data, cfg, fingerprint))
+    require_shared(cfg.flat() | dataclasses.asdict(common), ray_address)
     storage = Location.parse(common.storage_path, common.storage_options)
     storage.check_access("--storage_path", write=True)
     folder = storage.join(name)

@@ -30,6 +30,7 @@ from typing import Any
 import ray
 import ray.data
 
+from pipelines.common.cluster import require_shared
 from pipelines.common.errors import UserError
 from pipelines.common.models import LoadedGenerator, load_generator_from_uri, official_architecture
 from pipelines.common.names import File
@@ -180,6 +181,7 @@ def translate(
     dst = Location.parse(opts.output, storage_options)
     if dst.url == src.url:
         raise UserError("--output must not be --input: outputs go beside the inputs, not over")
+    require_shared({"input": src, "output": dst}, ray_address)
     src.check_access("--input")
     dst.check_access("--output", write=True)
 

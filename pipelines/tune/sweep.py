@@ -33,6 +33,7 @@ import ray.tune
 from ray import tune as ray_tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from pipelines.common.cluster import require_shared
 from pipelines.common.dataset import read_info
 from pipelines.common.ray_runtime import init_ray
 from pipelines.common.storage import Location
@@ -115,6 +116,7 @@ def tune(
     cfg = cfg.replace(**space.fixed)  # what the space fixes is the sweep's own setting
     check_trials_fit(cfg, space, read_info(data), data)
     name = sweep_name(common, data)
+    require_shared(cfg.flat() | dataclasses.asdict(common), ray_address)
     storage = Location.parse(common.storage_path, common.storage_options)
     storage.check_access("--storage_path", write=True)
     folder = storage.join(name)

@@ -1,0 +1,123 @@
+"""Fault injection for the node-loss tests: a Ray task or actor on a doomed node does its
+work, then waits for the test to remove its node.
+
+A driver joins the cluster with this module's `install` as the runtime env's
+`worker_process_setup_hook` and a fault in `FAULT_ENV` (JSON):
+
+    {"target": "prepare" | "translate", "node_id": ..., "marker": PATH}
+
+In every worker process that starts for the job, `install` wraps the function that target's
+Ray Data stage calls (prepare: `process_batch`, a task per block; translate:
+`ReadTranslateWrite.__call__`, an actor call per batch). Ray ships those by reference and
+each worker imports them, so the wrapped one runs. The first call on the node `node_id`
+that finishes its work (its shard, or its outputs and manifest part, are written) claims
+`marker`, writes its process id there and waits: the test then removes that node, so the
+node is lost after the writes and before Ray has the result, the window where a retry
+could duplicate or lose work. Every other call runs as it is. Each call that finishes its
+work appends its node id to `MARKER.calls` (`calls(marker)`), which shows where work ran.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+FAULT_ENV = "PIX2PIX_TEST_FAULT"
+SETUP_HOOK = "tests.multinode.faults.install"
+
+
+def runtime_env(fault: dict[str, Any]) -> dict[str, Any]:
+    """The runtime env of a driver that injects `fault` (with what init_ray forwards)."""
+    from pipelines.common.ray_runtime import forwarded_env
+    from tests.multinode.conftest import ROOT
+
+    env = {**forwarded_env(), FAULT_ENV: json.dumps(fault), "PYTHONPATH": str(ROOT)}
+    return {"env_vars": env, "worker_process_setup_hook": SETUP_HOOK}
+
+
+def install() -> None:
+    fault = json.loads(os.environ.get(FAULT_ENV) or "null")
+    if not fault:
+        return
+    if fault["target"] == "prepare":
+        from pipelines.prepare import pairs
+
+        pairs.process_batch = _then_wait(pairs.process_batch, fault)
+    elif fault["target"] == "translate":
+        from pipelines.translate.actors import ReadTranslateWrite
+
+        ReadTranslateWrite.__call__ = _then_wait(ReadTranslateWrite.__call__, fault)
+    elif fault["target"] == "train":
+        from pipelines.train import worker
+
+        worker.maybe_wait_to_be_killed = functools.partial(_pause_epoch, fault=fault)
+    else:
+        raise ValueError(f"unknown fault target {fault['target']!r}")
+
+
+def _pause_epoch(hook, *, epoch: int, rank: int, fault: dict[str, Any]) -> None:
+    """In place of the training worker's own fault hook: rank 0 of every training run
+    pauses once, after the first step of `fault["epoch"]`, with the previous epoch's
+    checkpoint registered; it writes MARKER/RUN_NAME.pid and waits, until its node is
+    removed or the file MARKER/release appears."""
+    import ray.train
+
+    if epoch != fault["epoch"] or rank != 0:
+        return
+    folder = fault["marker"]
+    name = ray.train.get_context().get_experiment_name()
+    if not _claim(os.path.join(folder, f"{name}.pid")):
+        return  # this run paused already (before its worker group was restarted)
+    ray.train.get_all_reported_checkpoints()
+    release = os.path.join(folder, "release")
+    deadline = time.monotonic() + 600
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _then_wait(fn, fault: dict[str, Any]):
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        node = _node_id()
+        with open(f"{fault['marker']}.calls", "a") as f:  # one short line: an atomic append
+            f.write(node + "\n")
+        if node == fault["node_id"] and _claim(fault["marker"]):
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:  # until the node and this process are gone
+                time.sleep(0.1)
+        return out
+
+    return wrapped
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def calls(marker) -> list[str]:
+    """The node ids of the wrapped calls that have finished their work, in order."""
+    try:
+        with open(f"{marker}.calls") as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
+def _claim(marker: str) -> bool:
+    """True for the first caller only (an exclusive create), which writes its pid."""
+    try:
+        fd = os.open(f"{marker}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    tmp = f"{marker}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, marker)
+    return True
