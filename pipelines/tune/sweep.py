@@ -191,6 +191,9 @@ def tune(
                 name=name,
                 storage_path=storage.path,
                 storage_filesystem=storage.arrow_fs,
+                # A trial whose driver was on a lost node starts again, and its training
+                # run resumes from its latest checkpoint (pix2pix_trial).
+                failure_config=ray_tune.FailureConfig(max_failures=cfg.train.max_failures),
             ),
         )
     results = tuner.fit()
