@@ -70,7 +70,11 @@ def verb_parser(verb: str) -> tuple[types.ModuleType, argparse.ArgumentParser]:
     """The verb's module and its argument parser (what `pix2pix VERB --help` shows)."""
     module_name, description = VERBS[verb]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"pix2pix {verb}", description=description)
+    # No abbreviations: a prefix of one flag must not pass for another (`--data` for
+    # `--dataset_mode` in retrain, which takes no --data).
+    parser = argparse.ArgumentParser(
+        prog=f"pix2pix {verb}", description=description, allow_abbrev=False
+    )
     module.add_arguments(parser)
     return module, parser
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from pix2pix_core.color import to_lightness_and_colour, to_rgb
 from pix2pix_core.geometry import resized_size
 from pix2pix_core.networks import GeneratorConfig, build_generator
 from pix2pix_core.tiling import translate_tiled
@@ -156,11 +157,29 @@ def translate_uint8(
     tile: int,
     overlap: int,
     batch_size: int,
+    colorization: bool = False,
 ) -> Iterator[np.ndarray]:
     """uint8 H x W x C images (at the scale the model takes them) -> translated uint8
-    images, in order, the tiles of consecutive images sharing batches (tiling.py)."""
-    inputs = (to_tensor(image) for image in images)  # copies read-only buffers itself
-    for out in translate_tiled(forward, inputs, tile=tile, overlap=overlap, batch_size=batch_size):
+    images, in order, the tiles of consecutive images sharing batches (tiling.py).
+
+    `colorization`: RGB images in; the generator sees their lightness and gives the colour
+    channels, shown back in RGB with that lightness (pix2pix_core.color).
+    """
+    lightness: deque[torch.Tensor] = deque()
+
+    def inputs() -> Iterator[torch.Tensor]:
+        for image in images:
+            x = to_tensor(image)  # copies read-only buffers itself
+            if colorization:
+                x = to_lightness_and_colour(x[None])[0][0]
+                lightness.append(x)
+            yield x
+
+    for out in translate_tiled(
+        forward, inputs(), tile=tile, overlap=overlap, batch_size=batch_size
+    ):
+        if colorization:
+            out = to_rgb(lightness.popleft()[None], out[None].cpu())[0]
         yield to_uint8(out)
 
 
@@ -171,12 +190,15 @@ def translated_pairs(
     tile: int,
     batch_size: int,
     preprocess: str = "resize_and_crop",
+    colorization: bool = False,
     device: str | torch.device = "cpu",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(real_a, fake_b, real_b) of each uint8 (A, B) pair, float 1 x C x H x W on `device`:
     both images resampled once, from what they are to the size the official test gives them
     (its `load_size` is the model's `tile`, so resize_and_crop makes them `tile` x `tile`),
     and A translated (in tiles of `tile` where larger; `batch_size` tiles per forward).
+    `colorization`: A and B are the RGB image; the generator gets its lightness, and the
+    three are yielded in RGB (the lightness as grey), to be scored as pictures.
 
     Validation and evaluation both score what this yields, so their numbers agree, and
     they do not depend on `batch_size` (see the module docstring).
@@ -188,12 +210,12 @@ def translated_pairs(
             width, height = resized_size(
                 a.shape[1], a.shape[0], preprocess=preprocess, load_size=tile
             )
-            real_a, real_b = (
-                to_tensor(resample(a, height, width)),
-                to_tensor(resample(b, height, width)),
-            )
+            real_a = to_tensor(resample(a, height, width))[None]
+            real_b = to_tensor(resample(b, height, width))[None]
+            if colorization:
+                real_a = to_lightness_and_colour(real_a)[0]
             pending.append((real_a, real_b))
-            yield real_a
+            yield real_a[0]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return generator(x.to(device), sample_seeds(x, generator.seed)).float()
@@ -203,4 +225,8 @@ def translated_pairs(
     )
     for fake_b in outputs:
         real_a, real_b = pending.popleft()
-        yield real_a[None].to(device), fake_b[None], real_b[None].to(device)
+        fake_b = fake_b[None]
+        if colorization:
+            fake_b = to_rgb(real_a, fake_b.cpu())
+            real_a = to_rgb(real_a, torch.zeros_like(fake_b[:, :2]))
+        yield real_a.to(device), fake_b.to(device), real_b.to(device)

@@ -1,8 +1,8 @@
 """The prepared dataset: what `pix2pix prepare` writes and every later step reads.
 
     DST/
-      dataset.json          schema version, counts per split, sizes, direction, source,
-                            fingerprint of the inputs (see `DatasetInfo`)
+      dataset.json          schema version, counts per split, sizes, direction, dataset
+                            mode, source, fingerprint of the inputs
       quarantine.parquet    one row per unusable input: url, reason
       train/*.parquet       one row per pair, columns `PAIR_SCHEMA`
       val/*.parquet
@@ -75,6 +75,12 @@ def read_info(dst: Location) -> dict[str, Any]:
 
 
 Channels = tuple[int, int]  # of A and of B: a model's input_nc and output_nc
+
+
+def decoded_channels(input_nc: int, output_nc: int, colorization: bool) -> Channels:
+    """The channels to decode a model's stored A and B with: its own, or for colorization
+    the RGB picture on both sides (its L and ab are taken after the resize and jitter)."""
+    return (3, 3) if colorization else (input_nc, output_nc)
 
 
 def decode_pairs(
@@ -179,6 +185,8 @@ def split_fingerprint(dst: Location, split: str) -> str:
         for key in ("fingerprint", "direction", "load_size", "width", "height", "val_carved")
     }
     identity |= {"split": split, "count": info["counts"][split]}
+    if dataset_mode(info) != "aligned":  # only then: aligned splits keep their fingerprints
+        identity["dataset_mode"] = dataset_mode(info)
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -187,6 +195,11 @@ def prepared_preprocess(info: dict[str, Any]) -> str:
     """The `--preprocess` a dataset was prepared with (datasets from before it: the
     default, resize_and_crop)."""
     return str(info.get("preprocess") or "resize_and_crop")
+
+
+def dataset_mode(info: dict[str, Any]) -> str:
+    """The `--dataset_mode` a dataset was prepared with (datasets from before it: aligned)."""
+    return str(info.get("dataset_mode") or "aligned")
 
 
 def stored_train_sizes(dst: Location) -> set[tuple[int, int]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from pipelines.common.dataset import Channels, decoded_channels
 from pipelines.common.errors import UserError
 from pipelines.common.names import File, judged
 from pipelines.common.storage import Location
@@ -80,6 +81,22 @@ class LoadedGenerator:
         if the model recorded it: the scale translate feeds it at by default."""
         value = self.metadata.get("load_size")
         return int(value) if value else None
+
+    @property
+    def dataset_mode(self) -> str:
+        """What it was trained on (prepare's --dataset_mode): aligned pairs by default."""
+        return str(self.metadata.get("dataset_mode") or "aligned")
+
+    @property
+    def colorization(self) -> bool:
+        """Whether it colours RGB pictures: its input is their lightness L, its output the
+        colour ab, shown back in RGB (pix2pix_core.color)."""
+        return self.dataset_mode == "colorization"
+
+    @property
+    def image_channels(self) -> Channels:
+        """The channels of the images it takes and gives (RGB both ways for colorization)."""
+        return decoded_channels(self.config.input_nc, self.config.output_nc, self.colorization)
 
     @property
     def multiple(self) -> int:
@@ -172,7 +189,8 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> LoadedGenerator:
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise UserError(f"{uri}: not a pix2pix generator model ({err})") from None
     metadata = {**settings.get("metadata", {}), "source": uri}
-    metadata |= {k: settings.get(k) for k in ("crop_size", "load_size", "preprocess")}
+    recorded = ("crop_size", "load_size", "preprocess", "dataset_mode")
+    metadata |= {k: settings.get(k) for k in recorded}
     metadata.update(_registry_metadata(uri))
     return LoadedGenerator(module, config, bool(settings["eval_mode"]), metadata)
 
@@ -223,8 +241,12 @@ def _from_storage(loc: Location, official: GeneratorConfig | None) -> LoadedGene
             module = load_official_generator(data, config)
         except (RuntimeError, ValueError, KeyError) as err:
             raise UserError(f"{loc.url}: not an official generator for the flags: {err}") from None
-        # The official test script runs the generator in train mode unless --eval.
-        return LoadedGenerator(module, config, False, {"source": loc.url, "official": True})
+        # The official test script runs the generator in train mode unless --eval. An official
+        # L -> ab generator (--input_nc 1 --output_nc 2) is a colorization model.
+        lab = (config.input_nc, config.output_nc) == (1, 2)
+        mode = "colorization" if lab else "aligned"
+        metadata = {"source": loc.url, "official": True, "dataset_mode": mode}
+        return LoadedGenerator(module, config, False, metadata)
     module, config, extra = _read(data, loc.url)
     metadata = {**checkpoint_metadata(extra), "source": loc.url}
     run_id = _training_run_id(loc)

@@ -92,10 +92,11 @@ def prepare(
     src.check_access("SRC")
     started = time.monotonic()
     # 1. list, pair, carve
-    sources = discover(src, opts.layout)
+    # Colorization's inputs are single pictures: an aligned listing, one row per file.
+    sources = discover(src, "aligned" if opts.dataset_mode == "colorization" else opts.layout)
     _check_no_overlap(src, dst, sources)
-    carved = carve_val(sources.work, opts.val_fraction, opts.seed)
     require_shared({"SRC": src, "DST": dst}, ray_address)  # joins a cluster: after the checks
+    carved = carve_val(sources.work, opts.val_fraction, opts.seed)
     dst.check_access("DST", write=True)
     _clear_previous(dst)
 
@@ -181,6 +182,7 @@ def _run_tasks(
             "preprocess": opts.preprocess,
             "direction": opts.direction,
             "max_pixels": opts.max_pixels,
+            "dataset_mode": opts.dataset_mode,
         },
     )
     progress = progress_for_logs(ds, work.num_rows, "prepared", "pair")
@@ -215,6 +217,7 @@ def _info(
         "source": src.url,
         "layout": summary.layout,
         "fingerprint": summary.fingerprint,
+        "dataset_mode": opts.dataset_mode,
         "direction": opts.direction,
         "load_size": opts.load_size,
         "preprocess": opts.preprocess,

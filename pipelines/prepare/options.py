@@ -11,6 +11,7 @@ from pipelines.prepare.sources import LAYOUTS
 from pix2pix_core.geometry import PREPROCESS_MODES, check_preprocess
 
 DIRECTIONS = ("AtoB", "BtoA")
+DATASET_MODES = ("aligned", "colorization")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,6 +20,13 @@ class PrepareOptions:
 
     layout: str | None = option(
         None, "aligned | folders | manifest (default: detected)", choices=LAYOUTS, learns=True
+    )
+    dataset_mode: str = option(
+        "aligned",
+        "aligned: A/B pairs, found as --layout says; colorization: single RGB pictures, whose "
+        "colour (Lab's ab) the model learns from their lightness (L)",
+        choices=DATASET_MODES,
+        learns=True,
     )
     direction: str = option(
         "AtoB", "AtoB: left/A is the input; BtoA swaps", choices=DIRECTIONS, learns=True
@@ -46,6 +54,22 @@ class PrepareOptions:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be AtoB or BtoA, got {self.direction!r}")
+        if self.dataset_mode not in DATASET_MODES:
+            raise ValueError(
+                f"dataset_mode must be one of {', '.join(DATASET_MODES)}, got {self.dataset_mode!r}"
+            )
+        if self.dataset_mode == "colorization":
+            # The official colorization dataset's own rule: L in, ab out, never the reverse.
+            if self.direction != "AtoB":
+                raise ValueError(
+                    f"dataset_mode colorization needs direction AtoB (lightness in, colour "
+                    f"out), got {self.direction!r}"
+                )
+            if self.layout not in (None, "aligned"):
+                raise ValueError(
+                    f"dataset_mode colorization reads single pictures from a folder (layout "
+                    f"aligned), not layout {self.layout!r}"
+                )
         check_preprocess(self.preprocess)
         if self.load_size < 1:
             raise ValueError(f"load_size must be positive, got {self.load_size!r}")

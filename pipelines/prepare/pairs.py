@@ -2,7 +2,10 @@
 
 Decoding, mode conversion, the A|B split and the resize are `pipelines.common.images`'s,
 the same as translate's, so a model is served the pixels it was trained on. Each side is
-resized to load_size x load_size and encoded losslessly.
+resized to load_size x load_size and encoded losslessly. For colorization
+(`--dataset_mode colorization`) an input is one RGB picture, stored as both sides: training
+and evaluation take its lightness and colour after their own resize and jitter, as the
+official colorization dataset does (pix2pix_core.color).
 
 Encoding is most of the cost, and PNG's is the dearest: images are stored as uncompressed
 TIFF and the Parquet column is compressed with LZ4 instead (docs/design.md#tiff-in-parquet,
@@ -122,6 +125,24 @@ def prepare_aligned(
     return stored[0], stored[1], _note(picture)
 
 
+def prepare_colorization(
+    data: bytes,
+    *,
+    load_size: int,
+    max_pixels: int,
+    preprocess: str = "resize_and_crop",
+    held_out: bool = False,
+) -> tuple[bytes, bytes, str]:
+    """An RGB picture -> (a, b, note), both the whole picture, resized as `prepare_aligned`."""
+    try:
+        min_side = 0 if held_out else min_decoded_side(preprocess, load_size)
+        picture = decode(data, max_pixels=max_pixels, min_side=min_side)
+    except BadImage as err:
+        raise BadInput(str(err)) from None
+    stored = _stored(picture, load_size, preprocess, held_out)
+    return stored, stored, _note(picture)
+
+
 def prepare_pair(
     data_a: bytes,
     data_b: bytes,
@@ -212,9 +233,11 @@ def process_batch(
     direction: str,
     max_pixels: int,
     preprocess: str = "resize_and_crop",
+    dataset_mode: str = "aligned",
 ) -> pa.Table:
     """Prepare every input of `work`, write the good pairs as one shard per split, and
-    return one RESULT_SCHEMA row per input (a reason where it could not be used)."""
+    return one RESULT_SCHEMA row per input (a reason where it could not be used).
+    `dataset_mode` colorization: each input is one picture (the rows of an aligned listing)."""
     dst = Location(dst_url, dst_options)
     rows = work.to_pylist()
     urls = [r["a_url"] for r in rows] + [r["b_url"] for r in rows if r["b_url"]]
@@ -224,8 +247,13 @@ def process_batch(
     for row in rows:
         reason, note, url = None, "", row["a_url"]
         try:
-            settings = {"load_size": load_size, "direction": direction, "preprocess": preprocess}
-            a, b, note = _prepare_row(row, data, max_pixels=max_pixels, **settings)
+            settings = {"load_size": load_size, "max_pixels": max_pixels, "preprocess": preprocess}
+            if dataset_mode == "colorization":
+                a, b, note = prepare_colorization(
+                    _bytes(data, row["a_url"]), held_out=row["split"] != "train", **settings
+                )
+            else:
+                a, b, note = _prepare_row(row, data, direction=direction, **settings)
             width, height = stored_size(a)
         except BadInput as err:
             reason = str(err)

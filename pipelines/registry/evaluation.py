@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipelines.common.dataset import iter_pairs, read_info, split_fingerprint
+from pipelines.common.dataset import dataset_mode, iter_pairs, read_info, split_fingerprint
 from pipelines.common.errors import UserError
 from pipelines.common.models import (
     LoadedGenerator,
@@ -59,10 +59,16 @@ def evaluate(
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be positive, got {batch_size!r}")
+    mode = dataset_mode(read_info(dst))
+    if mode != loaded.dataset_mode:
+        raise UserError(
+            f"{dst.url} was prepared with --dataset_mode {mode}, the model was trained on "
+            f"--dataset_mode {loaded.dataset_mode} data; evaluate it on data of its kind"
+        )
     device = next(loaded.module.parameters()).device
     generator = loaded.for_test(eval_mode=eval_mode, seed=seed)
     metrics = ImageMetrics()
-    pairs = iter_pairs(dst, split, (loaded.config.input_nc, loaded.config.output_nc))
+    pairs = iter_pairs(dst, split, loaded.image_channels)
     with torch.inference_mode():
         for _, fake_b, real_b in translated_pairs(
             generator,
@@ -70,6 +76,7 @@ def evaluate(
             tile=loaded.crop_size,
             batch_size=batch_size,
             preprocess=loaded.preprocess,
+            colorization=loaded.colorization,
             device=device,
         ):
             metrics.update(fake_b.cpu(), real_b.cpu())

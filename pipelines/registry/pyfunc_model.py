@@ -3,7 +3,9 @@
 Input: uint8 N x H x W x 3. Output: uint8 N x H x W x 3, the translated batch, made as
 `pix2pix translate` makes it by default: each image resampled to the scale the model was
 trained at, translated in tiles of the model's size with its recorded test-time
-semantics (pix2pix_core.inference), and resampled back to its own size.
+semantics (pix2pix_core.inference), and resampled back to its own size. A colorization
+model (`dataset_mode` colorization in its settings) colours the lightness of its RGB
+inputs and gives RGB.
 
 This file is logged as the model's code ("models from code"): MLflow runs it when the model
 is loaded, and `pix2pix_core` travels with the model as its code path. It imports torch,
@@ -41,11 +43,12 @@ def translate_images(
     load_size: int | None,
     preprocess: str = "resize_and_crop",
     output_nc: int = 3,
+    colorization: bool = False,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """uint8 N x H x W x C -> uint8 N x H x W x C', as `pix2pix translate` does by default:
     each image resampled to the scale the model was trained at, translated in tiles of the
-    model's size and resampled back to its own size."""
+    model's size and resampled back to its own size. `colorization`: RGB in, RGB out."""
     # 1. preprocess
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"expected a uint8 batch N x H x W x C, got {images.dtype} {images.shape}")
@@ -61,12 +64,17 @@ def translate_images(
 
     with torch.inference_mode():
         outputs = translate_uint8(
-            forward, inputs, tile=tile, overlap=default_overlap(tile), batch_size=BATCH_SIZE
+            forward,
+            inputs,
+            tile=tile,
+            overlap=default_overlap(tile),
+            batch_size=BATCH_SIZE,
+            colorization=colorization,
         )
         # 3. postprocess
         translated = [resample(out, height, width) for out in outputs]
     if not translated:
-        return np.zeros((0, height, width, output_nc), np.uint8)
+        return np.zeros((0, height, width, 3 if colorization else output_nc), np.uint8)
     return np.stack(translated)
 
 
@@ -81,6 +89,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.tile = int(settings["crop_size"])
         self.load_size = settings.get("load_size")
         self.preprocess = settings.get("preprocess") or "resize_and_crop"
+        self.colorization = settings.get("dataset_mode") == "colorization"
 
     # `np.ndarray` is a hint MLflow infers no schema from: the logged signature governs.
     def predict(
@@ -100,6 +109,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
             load_size=self.load_size,
             preprocess=self.preprocess,
             output_nc=self.output_nc,
+            colorization=self.colorization,
             device=self.device,
         )
 

@@ -1,7 +1,8 @@
 """`pix2pix register`: log a generator as an MLflow pyfunc model and register a version.
 
 The model takes a batch of RGB images (uint8 N x H x W x 3) and returns the translated
-batch in the same form (`pipelines.registry.pyfunc_model`). Its artifact holds the state dict and
+batch in the same form (`pipelines.registry.pyfunc_model`); a colorization model too (RGB
+in, its lightness coloured, RGB out). Its artifact holds the state dict and
 its JSON config; it carries `pix2pix_core` as code, so loading it needs torch and MLflow,
 not Ray. The new version is tagged with its lineage: the training run, the dataset
 fingerprint, the validation metrics and the git commit of the code that registered it.
@@ -49,10 +50,10 @@ MODEL_NAME_IN_RUN = "model"
 INPUT_EXAMPLE_SIDE = 64
 
 
-def model_signature(config: pix2pix_core.GeneratorConfig) -> ModelSignature:
-    """uint8 N x H x W x input_nc in, N x H x W x output_nc out; any N, H, W."""
-    inputs = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, config.input_nc))
-    outputs = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, config.output_nc))
+def model_signature(channels: tuple[int, int]) -> ModelSignature:
+    """uint8 N x H x W x channels[0] in, N x H x W x channels[1] out; any N, H, W."""
+    inputs = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, channels[0]))
+    outputs = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, channels[1]))
     return ModelSignature(inputs=Schema([inputs]), outputs=Schema([outputs]))
 
 
@@ -120,6 +121,7 @@ def write_model_files(folder: str, loaded: LoadedGenerator, lineage: Lineage) ->
         "crop_size": loaded.crop_size,
         "load_size": loaded.load_size,
         "preprocess": loaded.preprocess,
+        "dataset_mode": loaded.dataset_mode,
         "eval_mode": loaded.eval_mode,
         "metadata": {
             "source": lineage.source,
@@ -157,8 +159,8 @@ def log_generator_model(loaded: LoadedGenerator, lineage: Lineage, run_id: str) 
                 python_model=os.path.abspath(pyfunc_model.__file__),
                 artifacts={ARTIFACT: folder},
                 code_paths=[core_dir],
-                signature=model_signature(loaded.config),
-                input_example=input_example(loaded.config.input_nc),
+                signature=model_signature(loaded.image_channels),
+                input_example=input_example(loaded.image_channels[0]),
                 pip_requirements=pip_requirements(),
             )
     except BaseException:

@@ -21,20 +21,27 @@ import torch
 
 from pipelines.common.checkpoints import checkpoint_file
 from pipelines.common.cluster import require_shared
-from pipelines.common.dataset import prepared_preprocess, read_info, stored_train_sizes
+from pipelines.common.dataset import (
+    dataset_mode,
+    prepared_preprocess,
+    read_info,
+    stored_train_sizes,
+)
 from pipelines.common.errors import UserError
 from pipelines.common.names import File, Tag
 from pipelines.common.ray_runtime import init_ray
 from pipelines.common.storage import Location
 from pipelines.common.text import count
 from pipelines.common.tracking import git_commit, open_run, resolve_tracking_uri
-from pipelines.config.groups import CommonOptions
+from pipelines.config.fields import default_of
+from pipelines.config.groups import ArchitectureOptions, CommonOptions
 from pipelines.train.options import TrainConfig, TrainOptions
 from pix2pix_core import build_discriminator
 from pix2pix_core.geometry import crops
 from pix2pix_core.training import sync_batch_norm_runs_on
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+COLORIZATION_CHANNELS = (1, 2)  # L in, ab out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,8 +100,35 @@ def data_location(cfg: TrainConfig, storage_options: dict[str, Any]) -> Location
     return data
 
 
-def check_data(cfg: TrainConfig, dataset: dict[str, Any], data: Location) -> None:
-    """Stop with a message if the prepared `dataset` cannot train these settings."""
+def dataset_channels(cfg: TrainConfig, dataset: dict[str, Any], data: Location) -> TrainConfig:
+    """`cfg` with the channels the prepared data makes: colorization's L -> ab where the
+    flags left the defaults, or a message when they ask for what the data cannot give."""
+    arch = cfg.architecture
+    asked = (arch.input_nc, arch.output_nc)
+    flags = f"--input_nc {asked[0]} --output_nc {asked[1]}"
+    if dataset_mode(dataset) == "colorization":
+        defaults = tuple(default_of(ArchitectureOptions, n) for n in ("input_nc", "output_nc"))
+        if asked == defaults:
+            input_nc, output_nc = COLORIZATION_CHANNELS
+            return cfg.replace(input_nc=input_nc, output_nc=output_nc)
+        if asked != COLORIZATION_CHANNELS:
+            raise UserError(
+                f"{data.url} was prepared with --dataset_mode colorization, which learns the "
+                f"colour (ab) from the lightness (L): train with --input_nc 1 --output_nc 2 "
+                f"(or leave them unset), not {flags}"
+            )
+    elif not set(asked) <= {1, 3}:
+        raise UserError(
+            f"{flags}: the pairs of {data.url} are 1- or 3-channel images; colorization's "
+            "--input_nc 1 --output_nc 2 needs data prepared with --dataset_mode colorization"
+        )
+    return cfg
+
+
+def check_data(cfg: TrainConfig, dataset: dict[str, Any], data: Location) -> TrainConfig:
+    """Stop with a message if the prepared `dataset` cannot train these settings; else
+    `cfg` with the channels the data makes (`dataset_channels`)."""
+    cfg = dataset_channels(cfg, dataset, data)
     counts = dataset.get("counts", {})
     for split in ("train", "val"):
         if not counts.get(split):
@@ -132,6 +166,7 @@ def check_data(cfg: TrainConfig, dataset: dict[str, Any], data: Location) -> Non
             f"({smallest} px); prepare with --load_size >= {crop}"
         )
     check_shapes(cfg)
+    return cfg
 
 
 def _check_uncropped(
@@ -268,7 +303,7 @@ def plan_run(
     dataset = read_info(data)
     fid = _existing(opts.fid_weights, common.storage_options, "--fid_weights")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(opts, data=data.url, fid_weights=fid))
-    check_data(cfg, dataset, data)
+    cfg = check_data(cfg, dataset, data)
     resume = _resume_checkpoint(opts.resume_from, common.storage_options)
     cfg = cfg.replace(resume_from=resume)
     fingerprint = str(dataset.get("fingerprint", ""))

@@ -10,7 +10,13 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from pipelines.common.dataset import prepared_preprocess, read_encoded_pairs, read_prepared
+from pipelines.common.dataset import (
+    dataset_mode,
+    decoded_channels,
+    prepared_preprocess,
+    read_encoded_pairs,
+    read_prepared,
+)
 from pipelines.common.names import CHECKPOINT_SCORE
 from pipelines.train.plan import TrainRun
 from pipelines.train.worker import TrainJob, train_fn_per_worker
@@ -34,6 +40,7 @@ def worker_job(run: TrainRun) -> TrainJob:
             "load_size": run.dataset.get("load_size"),
             "preprocess": prepared_preprocess(run.dataset),
             "direction": run.dataset.get("direction"),
+            "dataset_mode": dataset_mode(run.dataset),
         },
         tracking_uri=run.tracking_uri,
         mlflow_run_id=run.mlflow_run_id,
@@ -48,7 +55,8 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()) -> TorchTrain
     opts = run.config.train
     # A new random block order each epoch; workers shuffle locally on top of it.
     generator = run.config.generator_config()
-    channels = (generator.input_nc, generator.output_nc)
+    colorization = dataset_mode(run.dataset) == "colorization"
+    channels = decoded_channels(generator.input_nc, generator.output_nc, colorization)
     train_ds = read_prepared(run.data, "train", channels=channels)
     train_ds = train_ds.select_columns(["a", "b"]).randomize_block_order()
     # The epoch line is the progress display: Ray Data's bars, redrawn by each worker's

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipelines.common.dataset import EncodedPair, decode_pair
+from pipelines.common.dataset import EncodedPair, decode_pair, decoded_channels
 from pipelines.common.names import METRICS, VAL_FID
 from pipelines.common.storage import Location
 from pix2pix_core import ImageMetrics, Pix2Pix, to_uint8
@@ -44,9 +44,10 @@ def validate(
     world: int,
     grid_size: int,
     fid_features: torch.nn.Module | None = None,
+    colorization: bool = False,
 ) -> tuple[dict[str, float], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """({val_L1, val_PSNR, val_SSIM[, val_FID]}, and on rank 0 the (input, output, target)
-    of the first `grid_size` val pairs)."""
+    of the first `grid_size` val pairs). `colorization`: scored and shown in RGB."""
     metrics = ImageMetrics().to(model.device)
     fid = _fid(fid_features, model.device)
     # The test-time generator on the model's own tensors: no copy, the model left as it is.
@@ -54,7 +55,8 @@ def validate(
         model.generator_config, model.generator_module.state_dict(), eval_mode=eval_mode
     )
     mine = pairs[rank::world]
-    channels = (model.generator_config.input_nc, model.generator_config.output_nc)
+    config = model.generator_config
+    channels = decoded_channels(config.input_nc, config.output_nc, colorization)
     rows: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []  # (pair index, row)
     done = 0  # pairs of this rank scored so far
     with torch.inference_mode():
@@ -64,6 +66,7 @@ def validate(
             tile=crop_size,
             batch_size=batch_size,
             preprocess=preprocess,
+            colorization=colorization,
             device=model.device,
         )
         for real_a, fake_b, real_b in batches:

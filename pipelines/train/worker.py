@@ -43,6 +43,7 @@ from pix2pix_core import (
     paired_random_jitter,
     to_tensor,
 )
+from pix2pix_core.color import to_lightness_and_colour
 from pix2pix_core.geometry import crops
 from pix2pix_core.memory import retain_freed_memory
 from pix2pix_core.training import LOSS_NAMES
@@ -64,7 +65,7 @@ class TrainJob:
     run_name: str
     run_folder: str  # URL
     storage_options: dict[str, Any]
-    dataset: dict[str, Any]  # url, fingerprint, load_size, direction
+    dataset: dict[str, Any]  # url, fingerprint, load_size, preprocess, direction, dataset_mode
     tracking_uri: str
     mlflow_run_id: str
     val_pairs: Any  # ray.ObjectRef of the encoded val pairs
@@ -73,6 +74,10 @@ class TrainJob:
     @property
     def total_epochs(self) -> int:
         return self.training.n_epochs + self.training.n_epochs_decay
+
+    @property
+    def colorization(self) -> bool:
+        return self.dataset.get("dataset_mode") == "colorization"
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
@@ -132,6 +137,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             world=world,
             grid_size=opts.grid_size,
             fid_features=fid_features,
+            colorization=job.colorization,
         )
         metrics = {
             "epoch": epoch,
@@ -180,6 +186,8 @@ def _train_epoch(
             flip=not opts.no_flip,
             generator=jitter,
         )
+        if job.colorization:  # the official order: the RGB picture jittered, then to Lab
+            real_a, real_b = to_lightness_and_colour(real_a)
         for name, value in model.train_step(real_a, real_b).items():
             sums[name] += value
         batches += 1
@@ -213,6 +221,7 @@ def _report(
         "dataset": job.dataset["url"],
         "dataset_fingerprint": job.dataset["fingerprint"],
         "direction": job.dataset["direction"],
+        "dataset_mode": job.dataset["dataset_mode"],
         "crop_size": opts.crop_size,
         "load_size": job.dataset["load_size"],
         "preprocess": job.dataset["preprocess"],

@@ -46,6 +46,7 @@ class Runtime:
     autocast: bool | None = None  # bf16; None: where the actor's device computes it natively
     compile: bool = False
     compile_mode: str = "default"  # reduce-overhead: CUDA graphs, for launch-bound batches
+    colorization: bool = False  # RGB in, its lightness coloured, RGB out
 
     def uses_autocast(self) -> bool:
         """Decided where the model runs: a cluster's nodes may differ."""
@@ -113,7 +114,12 @@ class Translator:
         """uint8 H x W x C images -> translated uint8 images, one float image at a time."""
         rt = self.runtime
         outputs = translate_uint8(
-            self._forward, arrays, tile=rt.tile, overlap=rt.overlap, batch_size=rt.batch_size
+            self._forward,
+            arrays,
+            tile=rt.tile,
+            overlap=rt.overlap,
+            batch_size=rt.batch_size,
+            colorization=rt.colorization,
         )
         return list(outputs)
 

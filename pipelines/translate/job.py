@@ -110,7 +110,7 @@ def _pipeline(
     read_args = {
         "storage_options": dict(storage_options),
         "max_pixels": opts.max_pixels,
-        "channels": loaded.config.input_nc,
+        "channels": loaded.image_channels[0],
         "side": opts.input_side,
         "tile": runtime.tile,
         "mode": opts.mode,
@@ -189,11 +189,7 @@ def translate(
     loaded = load_generator_from_uri(
         opts.model, storage_options=storage_options, official=official, tracking_uri=tracking_uri
     )
-    if loaded.config.input_nc not in (1, 3) or loaded.config.output_nc not in (1, 3):
-        raise UserError(
-            f"{opts.model}: translate reads and writes 1- or 3-channel images; the model has "
-            f"input_nc={loaded.config.input_nc}, output_nc={loaded.config.output_nc}"
-        )
+    _check_channels(opts.model, loaded)
 
     # 2. the work: every input, its output name, and what an earlier run already did
     jobs = plan(_listing(src, dst), dst, suffix=opts.suffix, fmt=opts.format)
@@ -229,6 +225,22 @@ def translate(
             f"... and {len(failures) - 5:,} more in {dst.url}/{File.MANIFEST_DIR}/{File.MANIFEST}"
         )
     return summary
+
+
+def _check_channels(model: str, loaded: LoadedGenerator) -> None:
+    """Translate reads and writes images: 1 or 3 channels, or a colorization model's L -> ab
+    (RGB pictures in, RGB out)."""
+    channels = (loaded.config.input_nc, loaded.config.output_nc)
+    if loaded.colorization and channels != (1, 2):
+        raise UserError(
+            f"{model}: a colorization model takes L and gives ab (input_nc=1, output_nc=2); "
+            f"this one has input_nc={channels[0]}, output_nc={channels[1]}"
+        )
+    if not loaded.colorization and not set(channels) <= {1, 3}:
+        raise UserError(
+            f"{model}: translate reads and writes 1- or 3-channel images; the model has "
+            f"input_nc={channels[0]}, output_nc={channels[1]}"
+        )
 
 
 def _listing(src: Location, dst: Location) -> list[tuple[str, str]]:
@@ -281,6 +293,8 @@ def _settings(opts: TranslateOptions, loaded: LoadedGenerator) -> dict[str, Any]
         "preprocess": opts.preprocess or loaded.preprocess,
         "tile": list(tiles(opts, loaded)),
         "eval": eval_mode(opts, loaded),
+        # Only when set: the settings recorded by earlier runs, without it, still match.
+        **({"colorization": True} if loaded.colorization else {}),
     }
 
 

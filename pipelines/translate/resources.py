@@ -126,5 +126,6 @@ def runtime_for(
         autocast=performance.autocast,
         compile=performance.compile,
         compile_mode=performance.compile_mode,
+        colorization=loaded.colorization,
     )
     return runtime, actors, num_gpus

@@ -7,17 +7,24 @@ import numpy as np
 import pytest
 import torch
 
-from pix2pix_core import GeneratorConfig, build_generator
-from pix2pix_core.inference import from_state_dict, sample_seeds, translated_pairs
+from pix2pix_core import GeneratorConfig, ImageMetrics, build_generator
+from pix2pix_core.color import rgb_to_lab, to_lightness_and_colour
+from pix2pix_core.inference import (
+    default_overlap,
+    from_state_dict,
+    sample_seeds,
+    translate_uint8,
+    translated_pairs,
+)
 from pix2pix_core.transforms import resample, to_tensor
 
 SIZE = 128  # for a U-Net of depth 7: two of its levels have dropout
 
 
-def _trained_weights(use_dropout: bool = True) -> tuple[GeneratorConfig, dict]:
+def _trained_weights(use_dropout: bool = True, **channels: int) -> tuple[GeneratorConfig, dict]:
     """Weights with batch-norm statistics and affines of their own, as after training."""
     torch.manual_seed(0)
-    config = GeneratorConfig(num_downs=7, ngf=4, use_dropout=use_dropout)
+    config = GeneratorConfig(num_downs=7, ngf=4, use_dropout=use_dropout, **channels)
     net = build_generator(config)
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -104,3 +111,67 @@ def test_translated_pairs_are_resampled_once_and_do_not_depend_on_the_batch_size
     real_a = runs[1][0]
     expected = to_tensor(np.stack([resample(a, SIZE, SIZE) for a, _ in pairs]))
     torch.testing.assert_close(real_a, expected, rtol=0, atol=0)  # one PIL resample
+
+
+COLORIZATION = {"input_nc": 1, "output_nc": 2}  # L in, ab out
+
+
+def _lab(rgb: np.ndarray) -> torch.Tensor:
+    """Lab (L in 0..100) of a uint8 H x W x 3 image, 1 x 3 x H x W."""
+    return rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1)[None].double() / 255)
+
+
+@torch.inference_mode()
+def test_colorization_pairs_are_scored_in_rgb_and_do_not_depend_on_the_batch_size():
+    config, state = _trained_weights(**COLORIZATION)
+    generator = from_state_dict(config, state, eval_mode=False)
+    rng = np.random.default_rng(0)
+    pairs = [(image, image) for image in rng.integers(0, 256, (4, 140, 150, 3), np.uint8)]
+    runs, scores = {}, {}
+    for batch_size in (1, 4):
+        out = list(
+            translated_pairs(generator, pairs, tile=SIZE, batch_size=batch_size, colorization=True)
+        )
+        metrics = ImageMetrics()
+        for _, fake_b, real_b in out:
+            metrics.update(fake_b, real_b)
+        runs[batch_size] = [torch.cat(parts) for parts in zip(*out, strict=True)]
+        scores[batch_size] = {k: float(v) for k, v in metrics.compute().items()}
+    assert scores[4] == pytest.approx(scores[1], rel=1e-5)
+    for ours, single in zip(runs[4], runs[1], strict=True):
+        torch.testing.assert_close(ours, single, rtol=1e-5, atol=1e-5)
+    real_a, fake_b, real_b = runs[1]
+    assert real_a.shape == fake_b.shape == real_b.shape == (4, 3, SIZE, SIZE)  # RGB, all three
+    expected = to_tensor(np.stack([resample(b, SIZE, SIZE) for _, b in pairs]))
+    torch.testing.assert_close(real_b, expected, rtol=0, atol=0)  # the picture itself
+    # The input is shown as what the generator saw: the picture's lightness, in grey.
+    torch.testing.assert_close(real_a[:, :1].expand(-1, 3, -1, -1), real_a, rtol=0, atol=1e-3)
+    assert (fake_b[:, 0] - fake_b[:, 2]).abs().mean() > 1e-2  # the output has colour
+
+
+@torch.inference_mode()
+def test_translate_uint8_colours_rgb_pictures_and_keeps_their_lightness():
+    config, state = _trained_weights(**COLORIZATION)
+    generator = from_state_dict(config, state, eval_mode=False)
+    rng = np.random.default_rng(1)
+    # Mid-tones and a muted colour (ab within +-11): nothing leaves the sRGB gamut, where
+    # clipping would change the lightness.
+    images = [rng.integers(70, 190, shape, np.uint8) for shape in ((SIZE, SIZE, 3), (96, 200, 3))]
+    outputs = list(
+        translate_uint8(
+            lambda x: 0.1 * generator(x),
+            images,
+            tile=SIZE,
+            overlap=default_overlap(SIZE),
+            batch_size=3,
+            colorization=True,
+        )
+    )
+    for image, out in zip(images, outputs, strict=True):
+        assert out.shape == image.shape and out.dtype == np.uint8
+        lightness = (_lab(out) - _lab(image))[:, 0]
+        assert lightness.abs().max() < 1.0  # uint8 rounding
+    # The colour is the generator's, given the picture's lightness (one tile: one forward).
+    lightness, _ = to_lightness_and_colour(to_tensor(images[0][None]))
+    colour = 0.1 * generator(lightness) * 110
+    assert (_lab(outputs[0])[:, 1:] - colour).abs().max() < 2.0

@@ -3,11 +3,20 @@
 import io
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import ExifTags, Image
 
 from pipelines.common.images import DEFAULT_MAX_PIXELS, decode_stored
-from pipelines.prepare.pairs import BadInput, prepare_aligned, prepare_pair
+from pipelines.common.storage import Location
+from pipelines.prepare.pairs import (
+    WORK_SCHEMA,
+    BadInput,
+    prepare_aligned,
+    prepare_pair,
+    process_batch,
+)
 from tests.bad_inputs import bad_files, odd_files
 
 OPTS = {"load_size": 32, "direction": "AtoB", "max_pixels": DEFAULT_MAX_PIXELS}
@@ -132,3 +141,32 @@ def test_large_jpegs_decoded_at_reduced_scale_keep_the_seam_and_the_size_check()
     photo = np.full((704, 704, 3), 90, np.uint8)
     a, b, _ = prepare_pair(_jpeg(photo), _png(photo), **OPTS)
     assert decode_stored(a).shape == decode_stored(b).shape == (32, 32, 3)
+
+
+def test_colorization_stores_the_whole_picture_as_both_sides(tmp_path):
+    """--dataset_mode colorization: one RGB picture per input, never split in halves."""
+    files = {"photo.png": _png(_two_colours()), "empty.png": b""}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    rows = [
+        {"key": name[:-4], "split": "train", "a_url": str(tmp_path / name), "b_url": None}
+        for name in files
+    ]
+    dst = Location.parse(str(tmp_path / "out"))
+    results = process_batch(
+        pa.Table.from_pylist(rows, schema=WORK_SCHEMA),
+        dst_url=dst.url,
+        dst_options={},
+        src_options={},
+        dataset_mode="colorization",
+        **OPTS,
+    )
+    assert dict(zip(*results.select(["key", "reason"]).to_pydict().values(), strict=True)) == {
+        "photo": None,
+        "empty": "empty file (0 bytes)",
+    }
+    (stored,) = pq.read_table(dst.join("train").path, filesystem=dst.arrow_fs).to_pylist()
+    assert stored["a"] == stored["b"]
+    pixels = decode_stored(stored["a"])
+    assert pixels.shape == (32, 32, 3)  # the 64 x 32 picture resized whole, not halved
+    assert pixels[:, :14, 0].min() > 245 and pixels[:, 18:, 2].min() > 245  # red | blue

@@ -261,6 +261,40 @@ def test_cli_bad_option_values_exit_2(tmp_path, capsys):
     assert "val_fraction must be in [0, 1), got 1.5" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--direction", "BtoA"], "dataset_mode colorization needs direction AtoB"),
+        (["--layout", "folders"], "single pictures from a folder (layout aligned)"),
+    ],
+)
+def test_cli_colorization_refuses_what_it_cannot_prepare(tmp_path, capsys, flags, message):
+    (tmp_path / "src").mkdir()
+    args = ["prepare", str(tmp_path / "src"), str(tmp_path / "o"), "--dataset_mode", "colorization"]
+    code = main([*args, *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_colorization_prepares_single_photos_and_records_the_mode(
+    ray_cluster, photo_pairs, tmp_path
+):
+    src = Location.parse(str(tmp_path / "photos"))
+    for pair in photo_pairs[:4]:
+        src.join("train", f"{pair.key}.jpg").write_bytes(encode(pair.b, "jpg"))
+    dst = Location.parse(str(tmp_path / "out"))
+    opts = PrepareOptions(load_size=LOAD, dataset_mode="colorization", val_fraction=0.25)
+    summary = prepare(src, dst, opts)
+    assert (summary.layout, summary.ready, summary.quarantined) == ("aligned", 4, 0)
+    info = read_info(dst)
+    assert (info["dataset_mode"], info["counts"]) == ("colorization", {"train": 3, "val": 1})
+    train, val = _rows(dst, "train"), _rows(dst, "val")
+    assert all(row["a"] == row["b"] for row in train + val)  # the photo, whole, both sides
+    assert {(r["width"], r["height"]) for r in train} == {(LOAD, LOAD)}
+    assert {(r["width"], r["height"]) for r in val} == {(64, 64)}  # held out: the source's
+
+
 def _one_aligned_pair(src: Path) -> Path:
     Location.parse(str(src)).join("train", "x.png").write_bytes(
         encode(np.zeros((8, 16, 3), np.uint8))

@@ -384,6 +384,64 @@ def test_grayscale_pairs_train_and_translate_end_to_end(prepared, tmp_path, mlfl
             assert (img.mode, img.size) == ("L", size)
 
 
+def test_colorization_trains_and_translates_rgb_pictures_end_to_end(prepared, tmp_path, mlflow_uri):
+    """--dataset_mode colorization: single photos prepared, the tiny model trained L -> ab
+    (input_nc 1, output_nc 2 set from the data), validated, evaluated and translated in RGB."""
+    from PIL import Image
+
+    from pipelines.common.dataset import read_info
+    from pipelines.common.errors import UserError
+    from pipelines.common.models import load_generator_from_uri
+    from pipelines.demo.sample_data import encode
+    from pipelines.prepare import PrepareOptions, prepare
+    from pipelines.registry import evaluate
+    from pipelines.registry.pyfunc_model import translate_images
+    from pipelines.train.plan import check_data
+    from pipelines.translate import TranslateOptions, translate
+
+    photos = Location.parse(str(tmp_path / "photos"))
+    for pair in make_pairs(8, size=48, seed=1):
+        photos.join("train", f"{pair.key}.jpg").write_bytes(encode(pair.b, "jpg"))
+    data = Location.parse(str(tmp_path / "prepared"))
+    opts = PrepareOptions(load_size=CROP + 4, dataset_mode="colorization", val_fraction=0.25)
+    prepare(photos, data, opts)
+    with pytest.raises(UserError, match=r"with --input_nc 1 --output_nc 2 .* not --input_nc 1"):
+        check_data(_cfg(data, input_nc=1, output_nc=1), read_info(data), data)
+    with pytest.raises(UserError, match=r"needs data prepared with --dataset_mode colorization"):
+        check_data(_cfg(prepared, input_nc=1, output_nc=2), read_info(prepared), prepared)
+
+    storage = Location.parse(str(tmp_path / "runs"))
+    cfg = _cfg(data, num_workers=1, n_epochs_decay=0, grid_size=1)
+    result = train(cfg, _common(storage, mlflow_uri, "colorization", "colour"))
+    assert result.epochs == 1 and np.isfinite(result.best_metrics["val_L1"])
+    assert checkpoints.read_meta(result.best_checkpoint)["dataset_mode"] == "colorization"
+    loaded = load_generator_from_uri(result.best_checkpoint)
+    assert loaded.colorization and (loaded.config.input_nc, loaded.config.output_nc) == (1, 2)
+    assert np.isfinite(evaluate(loaded, data, "val")["l1"])  # scored in RGB, as validation
+    with pytest.raises(UserError, match="prepared with --dataset_mode aligned"):
+        evaluate(loaded, prepared, "val")
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    sizes = [(32, 32), (40, 56)]
+    for i, (h, w) in enumerate(sizes):
+        image = np.random.default_rng(i).integers(0, 256, (h, w, 3), np.uint8)
+        (inputs / f"{i}.png").write_bytes(encode(image))
+    out = tmp_path / "out"
+    summary = translate(
+        TranslateOptions(model=result.best_checkpoint, input=str(inputs), output=str(out))
+    )
+    assert (summary.written, summary.failed) == (2, 0)
+    for i, (h, w) in enumerate(sizes):
+        with Image.open(out / f"{i}.png") as img:
+            assert (img.mode, img.size) == ("RGB", (w, h))
+    batch = np.zeros((2, 40, 56, 3), np.uint8)  # the registered model: RGB in, RGB out
+    served = translate_images(
+        loaded.for_test(), batch, tile=loaded.crop_size, load_size=None, colorization=True
+    )
+    assert served.shape == batch.shape
+
+
 def test_preprocess_is_the_prepared_ones_and_uncropped_images_train_one_at_a_time(prepared):
     from pipelines.common.dataset import read_info
     from pipelines.common.errors import UserError

@@ -347,11 +347,15 @@ def test_an_output_that_cannot_be_written_is_one_line_naming_it_before_ray(
 
 
 def _loaded_tiny_model():
-    """What _runtime reads of a loaded model: its tile, eval mode and weights."""
+    """What _runtime reads of a loaded model: its tile, eval mode, weights and task."""
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        multiple=32, crop_size=TILE, eval_mode=True, module=build_generator(_tiny_config())
+        multiple=32,
+        crop_size=TILE,
+        eval_mode=True,
+        module=build_generator(_tiny_config()),
+        colorization=False,
     )
 
 

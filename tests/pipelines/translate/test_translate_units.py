@@ -337,3 +337,22 @@ def test_the_actor_estimate_covers_what_a_unet_256_actor_was_measured_to_hold():
     estimate = actor_bytes(module, batch_size=8, tile=256)
     assert 1.3e9 <= estimate <= 1.6e9
     assert actor_bytes(module, batch_size=16, tile=256) > estimate
+
+
+def test_a_colorization_actor_colours_the_lightness_of_rgb_pictures():
+    """An L -> ab model: RGB in, RGB out, and only the input's lightness matters."""
+    from pix2pix_core.color import lab_to_rgb, rgb_to_lab
+
+    torch.manual_seed(0)
+    config = GeneratorConfig(netG="unet_128", num_downs=5, ngf=8, input_nc=1, output_nc=2)
+    state = {k: v.numpy() for k, v in build_generator(config).state_dict().items()}
+    runtime = Runtime(tile=32, overlap=8, autocast=False, colorization=True)
+    translator = Translator({"config": config.to_dict(), "state_dict": state}, runtime)
+    photo = np.random.default_rng(0).integers(0, 256, (40, 56, 3), np.uint8)
+    lab = rgb_to_lab(torch.from_numpy(photo).permute(2, 0, 1)[None].double() / 255)
+    lab[:, 1:] = 0  # the same lightness, no colour
+    grey = (lab_to_rgb(lab)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    with torch.inference_mode():
+        coloured, from_grey = translator._translate([photo, grey])
+    assert coloured.shape == from_grey.shape == photo.shape
+    assert np.abs(coloured.astype(int) - from_grey.astype(int)).max() <= 2
