@@ -40,12 +40,7 @@ import pytest
 
 from pipelines.common.ray_runtime import FORWARDED_ENV
 from pix2pix_core.memory import ONE_ARENA_ENV
-from tests.pipelines.registry.registry_data import (
-    free_port,
-    path_with_venv,
-    stop_server,
-    wait_until_up,
-)
+from tests.pipelines.registry.registry_data import mlflow_server as start_mlflow_server
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_NODES = ("node_a", "node_b", "node_c")
@@ -197,37 +192,8 @@ def cluster(multinode) -> MultiNode:
 
 @pytest.fixture(scope="package")
 def mlflow_server(tmp_path_factory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("multinode_mlflow")
-    port = free_port()
-    log = open(root / "server.log", "wb")  # noqa: SIM115 (open while the server runs)
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PATH": path_with_venv()},
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{uri}/health", proc, root / "server.log")
+    with start_mlflow_server(tmp_path_factory.mktemp("multinode_mlflow")) as uri:
         yield uri
-    finally:
-        stop_server(proc)
-        log.close()
 
 
 RESULT_PREFIX = "RESULT_JSON "

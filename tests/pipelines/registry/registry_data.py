@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +135,44 @@ def stop_server(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """`mlflow server` on loopback, its store a SQLite file in `root` and its artifacts in
+    `root/artifacts` (served by the server); yields its URI, stops it afterwards."""
+    port = free_port()
+    log = open(root / "server.log", "wb")  # noqa: SIM115 (open while the server runs)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        # The job executor serves MLflow's GenAI features; off, the server is one process.
+        env={
+            **os.environ,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PATH": path_with_venv(),  # the server execs uvicorn from PATH
+        },
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{uri}/health", proc, root / "server.log")
+        yield uri
+    finally:
+        stop_server(proc)
+        log.close()

@@ -6,9 +6,6 @@ object store, reached by the client through `MLFLOW_S3_ENDPOINT_URL`.
 """
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -18,53 +15,14 @@ from mlflow import MlflowClient
 from pipelines.cli import main
 from pipelines.registry import register
 from pipelines.registry.promotion import promote
-from tests.pipelines.registry.registry_data import (
-    free_port,
-    path_with_venv,
-    registry_data,
-    stop_server,
-    wait_until_up,
-)
+from tests.pipelines.registry.registry_data import mlflow_server, registry_data
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    log = open(root / "server.log", "wb")  # noqa: SIM115 (open while the server runs)
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        # The job executor serves MLflow's GenAI features; off, the server is one process.
-        env={
-            **os.environ,
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "PATH": path_with_venv(),  # the server execs uvicorn from PATH
-        },
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{uri}/health", proc, root / "server.log")
+    with mlflow_server(root) as uri:
         yield uri, root / "artifacts"
-    finally:
-        stop_server(proc)
-        log.close()
 
 
 @pytest.fixture(scope="module")
