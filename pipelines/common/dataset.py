@@ -75,6 +75,7 @@ def read_info(dst: Location) -> dict[str, Any]:
 
 
 Channels = tuple[int, int]  # of A and of B: a model's input_nc and output_nc
+COLORIZATION_CHANNELS: Channels = (1, 2)  # a colorization model's: L in, ab out
 
 
 def decoded_channels(input_nc: int, output_nc: int, colorization: bool) -> Channels:

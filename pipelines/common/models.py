@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from pipelines.common.dataset import Channels, decoded_channels
+from pipelines.common.dataset import COLORIZATION_CHANNELS, Channels, decoded_channels
 from pipelines.common.errors import UserError
 from pipelines.common.names import File, judged
 from pipelines.common.storage import Location
@@ -243,7 +243,7 @@ def _from_storage(loc: Location, official: GeneratorConfig | None) -> LoadedGene
             raise UserError(f"{loc.url}: not an official generator for the flags: {err}") from None
         # The official test script runs the generator in train mode unless --eval. An official
         # L -> ab generator (--input_nc 1 --output_nc 2) is a colorization model.
-        lab = (config.input_nc, config.output_nc) == (1, 2)
+        lab = (config.input_nc, config.output_nc) == COLORIZATION_CHANNELS
         mode = "colorization" if lab else "aligned"
         metadata = {"source": loc.url, "official": True, "dataset_mode": mode}
         return LoadedGenerator(module, config, False, metadata)

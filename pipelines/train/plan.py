@@ -22,6 +22,7 @@ import torch
 from pipelines.common.checkpoints import checkpoint_file
 from pipelines.common.cluster import require_shared
 from pipelines.common.dataset import (
+    COLORIZATION_CHANNELS,
     dataset_mode,
     prepared_preprocess,
     read_info,
@@ -41,7 +42,6 @@ from pix2pix_core.geometry import crops
 from pix2pix_core.training import sync_batch_norm_runs_on
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-COLORIZATION_CHANNELS = (1, 2)  # L in, ab out
 
 
 @dataclass(frozen=True, kw_only=True)

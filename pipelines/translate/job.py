@@ -31,6 +31,7 @@ import ray
 import ray.data
 
 from pipelines.common.cluster import require_shared
+from pipelines.common.dataset import COLORIZATION_CHANNELS
 from pipelines.common.errors import UserError
 from pipelines.common.models import LoadedGenerator, load_generator_from_uri, official_architecture
 from pipelines.common.names import File
@@ -231,7 +232,7 @@ def _check_channels(model: str, loaded: LoadedGenerator) -> None:
     """Translate reads and writes images: 1 or 3 channels, or a colorization model's L -> ab
     (RGB pictures in, RGB out)."""
     channels = (loaded.config.input_nc, loaded.config.output_nc)
-    if loaded.colorization and channels != (1, 2):
+    if loaded.colorization and channels != COLORIZATION_CHANNELS:
         raise UserError(
             f"{model}: a colorization model takes L and gives ab (input_nc=1, output_nc=2); "
             f"this one has input_nc={channels[0]}, output_nc={channels[1]}"
