@@ -69,7 +69,9 @@ class CommonOptions(StorageOptions, TrackingOptions, ExperimentOptions, RunOptio
 class RayOptions:
     """Ray: the cluster."""
 
-    ray_address: str | None = option(None, "Ray cluster address (default: start or join local)")
+    ray_address: str | None = option(
+        None, "Ray cluster address (default: RAY_ADDRESS, else start a local Ray)"
+    )
 
 
 # -- the model --------------------------------------------------------------------------
