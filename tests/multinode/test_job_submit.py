@@ -109,6 +109,11 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _listening(port: int) -> bool:
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    return True
+
+
 def _wait(what: str, ready: Callable[[], Any], procs: dict[Path, subprocess.Popen]) -> Any:
     """ready()'s first true value; fail with the logs if a node exits or it takes too long."""
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -161,11 +166,7 @@ def ray_start_cluster(tmp_path_factory) -> Iterator[RayStartCluster]:
             ],
             logs / "head.log",
         )
-        _wait(
-            "the head's GCS",
-            lambda: socket.create_connection(("127.0.0.1", gcs_port), timeout=1).close() or 1,
-            procs,
-        )
+        _wait("the head's GCS", lambda: _listening(gcs_port), procs)
         procs[logs / "worker.log"] = _start(
             [
                 f"--address=127.0.0.1:{gcs_port}",
@@ -256,6 +257,9 @@ def test_ray_job_submit_runs_retrain_on_a_ray_start_cluster(
         timeout=DRIVER_TIMEOUT_S,
     )
     out = submitted.stdout + submitted.stderr
+    if os.environ.get("MULTINODE_LOG"):  # as tests.multinode.conftest.finish keeps drivers'
+        with open(os.environ["MULTINODE_LOG"], "a") as f:
+            f.write(out)
     assert submitted.returncode == 0, out[-6000:] + _failed_steps(run_dir)
     assert f"Job '{job_id}' succeeded" in out
     # the job's own output, followed: the retrain's summary line
