@@ -50,15 +50,21 @@ DRIVER_ONLY_ENV = (*FORWARDED_ENV, *ONE_ARENA_ENV, "PIX2PIX_TEST_FAULT")
 DRIVER_TIMEOUT_S = 420
 
 
+def node_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """A cluster node's own environment: `base` (os.environ) without DRIVER_ONLY_ENV, with
+    token auth (the processes a node starts inherit it); `extra` on top."""
+    env = dict(os.environ if base is None else base)
+    for key in DRIVER_ONLY_ENV:
+        env.pop(key, None)
+    return {**env, "RAY_AUTH_MODE": "token", **extra}
+
+
 @contextlib.contextmanager
 def node_environment(**extra: str) -> Iterator[None]:
-    """os.environ as a cluster node's own: without DRIVER_ONLY_ENV, with token auth (the
-    processes a node starts inherit it); `extra` on top."""
+    """os.environ as `node_env()` while raylets start in this process."""
     saved = dict(os.environ)
-    for key in DRIVER_ONLY_ENV:
-        os.environ.pop(key, None)
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ.update(extra)
+    os.environ.clear()
+    os.environ.update(node_env(saved, **extra))
     try:
         yield
     finally:
@@ -231,9 +237,7 @@ def finish(proc: subprocess.Popen, *, timeout: float = DRIVER_TIMEOUT_S, ok: boo
         raise AssertionError(
             f"driver still running after {timeout:.0f} s:\n{out[-6000:]}"
         ) from None
-    if os.environ.get("MULTINODE_LOG"):
-        with open(os.environ["MULTINODE_LOG"], "a") as f:
-            f.write(out)
+    keep_log(out)
     results = [
         line[len(RESULT_PREFIX) :] for line in out.splitlines() if line.startswith(RESULT_PREFIX)
     ]
@@ -242,6 +246,13 @@ def finish(proc: subprocess.Popen, *, timeout: float = DRIVER_TIMEOUT_S, ok: boo
             f"driver failed ({proc.returncode}):\n{out[-6000:]}"
         )
     return (json.loads(results[-1]) if results else None), out
+
+
+def keep_log(out: str) -> None:
+    """A driver's output, appended to $MULTINODE_LOG when set (to read after a run)."""
+    if os.environ.get("MULTINODE_LOG"):
+        with open(os.environ["MULTINODE_LOG"], "a") as f:
+            f.write(out)
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = DRIVER_TIMEOUT_S) -> str:

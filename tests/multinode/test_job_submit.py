@@ -41,14 +41,12 @@ from mlflow import MlflowClient
 
 from pipelines.common import checkpoints
 from pipelines.common.storage import Location
-from pipelines.demo.sample_data import make_pairs, write_dataset
-from tests.multinode.conftest import DRIVER_ONLY_ENV, DRIVER_TIMEOUT_S, ROOT
+from tests.multinode.conftest import DRIVER_TIMEOUT_S, ROOT, keep_log, node_env
 from tests.pipelines.registry.registry_data import free_port, path_with_venv
-from tests.tiny import CROP, TINY_EPOCHS, TINY_MODEL
+from tests.pipelines.retrain.retrain_data import STEPS, TINY, step_record, write_raw_pairs
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
-STEPS = ("prepare", "train", "evaluate", "register", "promote")
 START_TIMEOUT_S = 120
 
 
@@ -76,14 +74,10 @@ def _shell_env() -> dict[str, str]:
 
 
 def _node_env() -> dict[str, str]:
-    """A cluster node's own environment: none of the laptop's AWS_*/MLFLOW_* variables."""
-    env = _shell_env()
-    for key in DRIVER_ONLY_ENV:
-        env.pop(key, None)
-    # On SIGTERM `ray start --block` first drains its node, for up to 30 s; this cluster
-    # is thrown away, nothing on it needs draining.
-    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
-    return env
+    """A cluster node's own environment: none of the laptop's AWS_*/MLFLOW_* variables.
+    On SIGTERM `ray start --block` first drains its node, for up to 30 s; this cluster is
+    thrown away, nothing on it needs draining."""
+    return node_env(_shell_env(), RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -194,21 +188,14 @@ def ray_start_cluster(tmp_path_factory) -> Iterator[RayStartCluster]:
 
 @pytest.fixture(scope="module")
 def raw_pairs(s3_store) -> Location:
-    """A dozen aligned A|B pairs (36 px) in the object store: 8 train, 2 val, 2 test."""
-    pairs = make_pairs(12, size=36, seed=3)
-    splits = {"train": pairs[:8], "val": pairs[8:10], "test": pairs[10:]}
-    return write_dataset(splits, s3_store.location("job-submit/raw"))
-
-
-def _record(run_dir: Location, step: str) -> dict:
-    return run_dir.join(step, "step.json").read_json()
+    return write_raw_pairs(s3_store.location("job-submit/raw"))
 
 
 def _failed_steps(run_dir: Location) -> str:
     """The tracebacks a failed retrain recorded (the job's log has only their last line)."""
     errors = []
     for step in STEPS:
-        if run_dir.join(step, "step.json").exists() and (error := _record(run_dir, step)["error"]):
+        if (record := step_record(run_dir, step)) and (error := record["error"]):
             errors.append(f"\n[{step}] {error.get('traceback', error)}")
     return "".join(errors)
 
@@ -230,10 +217,7 @@ def test_ray_job_submit_runs_retrain_on_a_ray_start_cluster(
         "experiment": "job-submit",
         "name": name,
         "metric": "l1",
-        **TINY_MODEL,
-        **TINY_EPOCHS,
-        "load_size": CROP + 4,
-        "crop_size": CROP,
+        **TINY,
     }
     config.write_bytes(yaml.safe_dump(values).encode())
     # What docs/cluster.md says a job needs for a non-AWS object store and MLflow.
@@ -257,9 +241,7 @@ def test_ray_job_submit_runs_retrain_on_a_ray_start_cluster(
         timeout=DRIVER_TIMEOUT_S,
     )
     out = submitted.stdout + submitted.stderr
-    if os.environ.get("MULTINODE_LOG"):  # as tests.multinode.conftest.finish keeps drivers'
-        with open(os.environ["MULTINODE_LOG"], "a") as f:
-            f.write(out)
+    keep_log(out)
     assert submitted.returncode == 0, out[-6000:] + _failed_steps(run_dir)
     assert f"Job '{job_id}' succeeded" in out
     # the job's own output, followed: the retrain's summary line
@@ -287,9 +269,9 @@ def test_ray_job_submit_runs_retrain_on_a_ray_start_cluster(
 
     # 4. Its outputs in the store: every step done at the first attempt, the best checkpoint.
     for step in STEPS:
-        record = _record(run_dir, step)
+        record = step_record(run_dir, step)
         assert (record["status"], record["attempt"]) == ("done", 1), (step, record)
-    train = _record(run_dir, "train")["result"]
+    train = step_record(run_dir, "train")["result"]
     assert train["epochs"] == 2
     best = train["outputs"]["checkpoint"]  # the model registered, in the store
     assert best.startswith(run_dir.url + "/")
@@ -306,6 +288,6 @@ def test_ray_job_submit_runs_retrain_on_a_ray_start_cluster(
     parent = client.get_run(invocation["parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["pix2pix.run_folder"] == run_dir.url
-    evaluated = _record(run_dir, "evaluate")["result"]
+    evaluated = step_record(run_dir, "evaluate")["result"]
     assert parent.data.metrics["test_l1"] == pytest.approx(evaluated["metrics"]["l1"])
     assert client.get_run(train["mlflow_run_id"]).info.status == "FINISHED"

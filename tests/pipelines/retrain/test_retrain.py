@@ -23,12 +23,9 @@ from mlflow import MlflowClient
 
 from pipelines.cli import main as cli_main
 from pipelines.common.storage import Location
-from pipelines.demo.sample_data import make_pairs, write_dataset
-from tests.tiny import CROP, TINY_EPOCHS, TINY_MODEL
+from tests.pipelines.retrain.retrain_data import STEPS, TINY, step_record, write_raw_pairs
 
 REPO = Path(__file__).resolve().parents[3]
-STEPS = ("prepare", "train", "evaluate", "register", "promote")
-TINY = {**TINY_MODEL, **TINY_EPOCHS, "load_size": CROP + 4, "crop_size": CROP}
 
 # The first attempt runs the CLI's own `run` with a fault hook (pipelines.train.faults):
 # the training worker announces its pid after epoch 1's checkpoint and waits to be killed.
@@ -46,9 +43,7 @@ DRIVER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def source(s3_store) -> Location:
-    pairs = make_pairs(12, size=36, seed=3)
-    splits = {"train": pairs[:8], "val": pairs[8:10], "test": pairs[10:]}
-    return write_dataset(splits, s3_store.location().join("raw"))
+    return write_raw_pairs(s3_store.location().join("raw"))
 
 
 def _config(tmp_path: Path, raw: Location, storage: Location, mlflow_uri: str, **extra):
@@ -68,16 +63,10 @@ def _config(tmp_path: Path, raw: Location, storage: Location, mlflow_uri: str, *
     return path, values
 
 
-def _record(run_dir: Location, step: str) -> dict | None:
-    loc = run_dir.join(step, "step.json")
-    loc.fs.invalidate_cache()
-    return loc.read_json() if loc.exists() else None
-
-
 def _attempts(run_dir: Location) -> dict[str, tuple[str, int]]:
     out = {}
     for step in STEPS:
-        rec = _record(run_dir, step)
+        rec = step_record(run_dir, step)
         if rec is not None:
             out[step] = (rec["status"], rec["attempt"])
     return out
@@ -126,9 +115,9 @@ def test_killed_in_training_rerun_continues_and_unchanged_data_skips_everything(
         "register": ("done", 1),
         "promote": ("done", 1),
     }
-    train = _record(run_dir, "train")["result"]
+    train = step_record(run_dir, "train")["result"]
     assert train["epochs"] == 2 and train["resumed_from_epoch"] == 1
-    evaluated = _record(run_dir, "evaluate")["result"]
+    evaluated = step_record(run_dir, "evaluate")["result"]
     assert evaluated["split"] == "test"
     assert set(evaluated["metrics"]) == {"l1", "psnr", "ssim"}
 
@@ -157,12 +146,12 @@ def test_killed_in_training_rerun_continues_and_unchanged_data_skips_everything(
     assert f"champion {name} v1" in out
 
     # 3. A scheduled run on unchanged data: every step skipped, and it says so.
-    before = {step: _record(run_dir, step)["finished_at"] for step in STEPS}
+    before = {step: step_record(run_dir, step)["finished_at"] for step in STEPS}
     assert cli_main(["retrain", "--config", str(config), "--ray_address", address]) == 0
     out, err = capsys.readouterr()
     assert all(f"[step {step}] skipped (unchanged inputs)" in err for step in STEPS)
     assert "every step was done already and was skipped (nothing retrained)" in out
-    assert {step: _record(run_dir, step)["finished_at"] for step in STEPS} == before
+    assert {step: step_record(run_dir, step)["finished_at"] for step in STEPS} == before
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
     record = run_dir.join("retrain.json").read_json()
     assert len(record["invocations"]) == 2
