@@ -92,7 +92,7 @@ class Translator:
         self.model_dropouts = bool(self.model.dropouts)
         if runtime.compile:
             # Tiles have one size: shapes are static but for a last, smaller batch.
-            self.model = torch.compile(self.model, mode=runtime.compile_mode)
+            self.model = self.model.compiled(runtime.compile_mode)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         rt = self.runtime

@@ -48,6 +48,15 @@ NODE_CPUS = 3
 # Not in a node's own environment: what a laptop's shell has and a cluster node does not.
 DRIVER_ONLY_ENV = (*FORWARDED_ENV, *ONE_ARENA_ENV, "PIX2PIX_TEST_FAULT")
 DRIVER_TIMEOUT_S = 420
+# How soon the head declares a killed node dead: a failed check every second, 3 in a row
+# (Ray's defaults, a check every 3 s and 5 in a row, leave every node-loss test waiting
+# about 15 s). A killed raylet refuses the check at once; a live one slowed by the 2 busy
+# cores still has the 5 s timeout of each check to answer.
+NODE_LOSS_DETECTION = {
+    "health_check_period_ms": 1000,
+    "health_check_failure_threshold": 3,
+    "health_check_timeout_ms": 5000,
+}
 
 
 def node_env(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
@@ -94,6 +103,7 @@ class MultiNode:
                     "resources": {"head": 1},
                     "include_dashboard": False,
                     "object_store_memory": 200 * 1024**2,
+                    "_system_config": NODE_LOSS_DETECTION,
                 },
             )
         self.nodes: dict = {}

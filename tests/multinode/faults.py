@@ -6,10 +6,11 @@ A driver joins the cluster with this module's `install` as the runtime env's
 
     {"target": "prepare" | "translate", "node_id": ..., "marker": PATH}
 
-In every worker process that starts for the job, `install` wraps the function that target's
-Ray Data stage calls (prepare: `process_batch`, a task per block; translate:
-`ReadTranslateWrite.__call__`, an actor call per batch). Ray ships those by reference and
-each worker imports them, so the wrapped one runs. The first call on the node `node_id`
+In every worker process that starts for the job, `install` arranges to wrap the function
+that target's Ray Data stage calls (prepare: `process_batch`, a task per block; translate:
+`ReadTranslateWrite.__call__`, an actor call per batch) when the process imports its
+module. Ray ships those by reference and each worker imports them, so the wrapped one
+runs. The first call on the node `node_id`
 that finishes its work (its shard, or its outputs and manifest part, are written) claims
 `marker`, writes its process id there and waits: the test then removes that node, so the
 node is lost after the writes and before Ray has the result, the window where a retry
@@ -20,9 +21,14 @@ work appends its node id to `MARKER.calls` (`calls(marker)`), which shows where 
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.util
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 FAULT_ENV = "PIX2PIX_TEST_FAULT"
@@ -43,19 +49,64 @@ def install() -> None:
     if not fault:
         return
     if fault["target"] == "prepare":
-        from pipelines.prepare import pairs
-
-        pairs.process_batch = _then_wait(pairs.process_batch, fault)
+        wait_after = functools.partial(_then_wait, fault=fault)
+        _when_imported("pipelines.prepare.pairs", _replace("process_batch", wait_after))
     elif fault["target"] == "translate":
-        from pipelines.translate.actors import ReadTranslateWrite
-
-        ReadTranslateWrite.__call__ = _then_wait(ReadTranslateWrite.__call__, fault)
+        _when_imported("pipelines.translate.actors", _wrap_translate_call(fault))
     elif fault["target"] == "train":
-        from pipelines.train import worker
-
-        worker.maybe_wait_to_be_killed = functools.partial(_pause_epoch, fault=fault)
+        pause = functools.partial(_pause_epoch, fault=fault)
+        hook = _replace("maybe_wait_to_be_killed", lambda _: pause)
+        _when_imported("pipelines.train.worker", hook)
     else:
         raise ValueError(f"unknown fault target {fault['target']!r}")
+
+
+def _replace(name: str, wrap: Callable[[Any], Any]) -> Callable[[ModuleType], None]:
+    """A patch that replaces the module's `name` with `wrap(` what it was `)`."""
+    return lambda module: setattr(module, name, wrap(getattr(module, name)))
+
+
+def _wrap_translate_call(fault: dict[str, Any]) -> Callable[[ModuleType], None]:
+    def patch(module: ModuleType) -> None:
+        cls = module.ReadTranslateWrite
+        cls.__call__ = _then_wait(cls.__call__, fault=fault)
+
+    return patch
+
+
+def _when_imported(name: str, patch: Callable[[ModuleType], None]) -> None:
+    """`patch(module)` as soon as module `name` is imported in this process.
+
+    Not an import here: the hook runs in every worker process of the job, and most of
+    them (Ray Data's tasks, Tune's and Train's own actors) never import the module, whose
+    torch and Ray Train would cost each several seconds of the 2 shared cores.
+    """
+    if name in sys.modules:
+        patch(sys.modules[name])
+    else:
+        sys.meta_path.insert(0, _PatchOnImport(name, patch))
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: hands the module's own spec on, with a loader that patches
+    the module after running it."""
+
+    def __init__(self, name: str, patch: Callable[[ModuleType], None]) -> None:
+        self.name, self.patch = name, patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        run = spec.loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def _pause_epoch(hook, *, epoch: int, rank: int, fault: dict[str, Any]) -> None:
