@@ -57,7 +57,7 @@ from pipelines.translate.options import TranslateOptions  # noqa: E402
 from pix2pix_core import GeneratorConfig, build_generator, save_generator  # noqa: E402
 from pix2pix_core.memory import retain_freed_memory  # noqa: E402
 from pix2pix_core.networks import init_weights  # noqa: E402
-from pix2pix_core.precision import native_bf16  # noqa: E402
+from pix2pix_core.precision import flush_denormals, native_bf16  # noqa: E402
 
 SIZE = 256
 GFLOP_PER_IMAGE = 12.1  # one 256 x 256 unet_256 forward
@@ -119,6 +119,7 @@ def _bare_worker(
     """One process of the bare forward: the generator as the pipeline's actor prepares it."""
     torch.set_num_threads(threads)
     retain_freed_memory()  # as the actor does
+    flush_denormals()
     runtime = Runtime(
         device=DEVICE,
         threads=threads,

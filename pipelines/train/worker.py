@@ -46,6 +46,7 @@ from pix2pix_core import (
 from pix2pix_core.color import to_lightness_and_colour
 from pix2pix_core.geometry import crops
 from pix2pix_core.memory import retain_freed_memory
+from pix2pix_core.precision import flush_denormals
 from pix2pix_core.training import LOSS_NAMES
 
 # Pairs held for local shuffling on each worker (on top of a random block order per epoch).
@@ -86,6 +87,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     opts = job.options
     quiet_ray_logs()
     retain_freed_memory()
+    flush_denormals()  # this thread runs the steps; the threads torch starts inherit it
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -150,11 +152,15 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         }
         previous = val[CHECKPOINT_SCORE.reported]
         epoch_seconds.append(time.perf_counter() - began)
+        _report(model, metrics, job, epoch=epoch, total=total, rank=rank)
         if logger is not None:
+            # Logged once Ray Train has registered the epoch (and its checkpoint): an
+            # attempt lost before that (its controller's node gone) leaves no epoch in
+            # MLflow that the next attempt trains and logs again.
+            ray.train.get_all_reported_checkpoints()
             logger.log(epoch, metrics, sample_grid(rows))
             eta = (total - epoch) * sum(epoch_seconds) / len(epoch_seconds)
             _say(progress_line(epoch, total, metrics, eta))
-        _report(model, metrics, job, epoch=epoch, total=total, rank=rank)
 
 
 def _train_epoch(

@@ -29,7 +29,7 @@ from pix2pix_core.inference import (
     translate_uint8,
 )
 from pix2pix_core.memory import retain_freed_memory
-from pix2pix_core.precision import native_bf16
+from pix2pix_core.precision import flush_denormals, native_bf16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +82,7 @@ class Translator:
     def __init__(self, model: dict[str, Any], runtime: Runtime) -> None:
         torch.set_num_threads(max(1, runtime.threads))
         retain_freed_memory()
+        flush_denormals()  # before any torch op starts this thread's intra-op threads
         state = model["state_dict"]
         if isinstance(state, ray.ObjectRef):
             state = ray.get(state)
@@ -124,6 +125,7 @@ class Translator:
         return list(outputs)
 
     def __call__(self, batch: Batch) -> Batch:
+        flush_denormals()  # a thread-local mode, and Ray may call from another thread
         out = dict(batch)
         reasons = [str(r) for r in batch["reason"]]
         todo = [i for i, r in enumerate(reasons) if not r]

@@ -1,5 +1,9 @@
-"""native_bf16: bf16 autocast only where the hardware computes bf16."""
+"""native_bf16: bf16 autocast only where the hardware computes bf16; flush_denormals."""
 
+import ast
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -8,6 +12,7 @@ import torch
 from pix2pix_core.precision import native_bf16
 
 CPUINFO = Path("/proc/cpuinfo")
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.skipif(not CPUINFO.exists(), reason="reads the CPU flags from /proc/cpuinfo")
@@ -24,3 +29,37 @@ def test_cuda_without_a_gpu_and_other_devices_are_not_native():
     if not torch.cuda.is_available():
         assert not native_bf16("cuda")
     assert not native_bf16("meta")
+
+
+def test_flushed_denormals_reach_the_threads_torch_starts_after_and_no_other_thread():
+    """In a fresh process: a subnormal float32 (1e-39) times 3 is 0 in a thread that
+    flushed denormals, also in the intra-op threads torch splits 2**20 elements over, and
+    not in the main thread."""
+    probe = textwrap.dedent(
+        """
+        import threading
+        import torch
+        from pix2pix_core.precision import flush_denormals
+
+        torch.set_num_threads(2)
+        x = torch.full((1 << 20,), 1e-39)
+        found = {"before": int((x * 3).count_nonzero())}
+
+        def model_thread():
+            found["supported"] = flush_denormals()
+            found["flushed"] = int((x * 3).count_nonzero())
+
+        thread = threading.Thread(target=model_thread)
+        thread.start()
+        thread.join()
+        found["main thread"] = int((x * 3).count_nonzero())
+        print(found)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    found = ast.literal_eval(out.strip())
+    if not found["supported"]:
+        pytest.skip("this CPU cannot flush denormals")
+    assert found == {"before": 1 << 20, "supported": True, "flushed": 0, "main thread": 1 << 20}
