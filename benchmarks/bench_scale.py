@@ -91,6 +91,8 @@ def start_store(folder: Path) -> subprocess.Popen:
             f"-volume.port={ports[1]}",
             f"-filer.port={ports[2]}",
             "-admin.ui=false",
+            "-s3.port.iceberg=0",  # fixed ports: another store on the machine has them
+            "-s3.port.lance=0",
             "-webdav=false",
         ],
         env={**os.environ, "S3_BUCKET": BUCKET},

@@ -144,6 +144,10 @@ def s3_store(tmp_path_factory):
             f"-filer.port={ports[2]}",
             "-admin.ui=false",
             "-webdav=false",
+            # Off: their fixed ports (8181, 9101) clash with a second store on the
+            # machine (pytest-xdist's other worker, a benchmark).
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ],
         env={**os.environ, "S3_BUCKET": S3_BUCKET},
         stdout=log,

@@ -48,14 +48,14 @@ NODE_CPUS = 3
 # Not in a node's own environment: what a laptop's shell has and a cluster node does not.
 DRIVER_ONLY_ENV = (*FORWARDED_ENV, *ONE_ARENA_ENV, "PIX2PIX_TEST_FAULT")
 DRIVER_TIMEOUT_S = 420
-# How soon the head declares a killed node dead: a failed check every second, 3 in a row
-# (Ray's defaults, a check every 3 s and 5 in a row, leave every node-loss test waiting
-# about 15 s). A killed raylet refuses the check at once; a live one slowed by the 2 busy
-# cores still has the 5 s timeout of each check to answer.
+# How soon the head declares a killed node dead: a check every second, 5 failed in a row
+# (Ray's default is a check every 3 s, which leaves every node-loss test waiting about
+# 15 s). A killed raylet refuses each check at once, so it is dead in about 5 s; a live
+# one slowed by the 2 busy cores would have to miss 5 checks of 10 s each, as by default.
 NODE_LOSS_DETECTION = {
     "health_check_period_ms": 1000,
-    "health_check_failure_threshold": 3,
-    "health_check_timeout_ms": 5000,
+    "health_check_failure_threshold": 5,
+    "health_check_timeout_ms": 10000,
 }
 
 
