@@ -10,12 +10,12 @@ In every worker process that starts for the job, `install` arranges to wrap the 
 that target's Ray Data stage calls (prepare: `process_batch`, a task per block; translate:
 `ReadTranslateWrite.__call__`, an actor call per batch) when the process imports its
 module. Ray ships those by reference and each worker imports them, so the wrapped one
-runs. The first call on the node `node_id`
-that finishes its work (its shard, or its outputs and manifest part, are written) claims
-`marker`, writes its process id there and waits: the test then removes that node, so the
-node is lost after the writes and before Ray has the result, the window where a retry
-could duplicate or lose work. Every other call runs as it is. Each call that finishes its
-work appends its node id to `MARKER.calls` (`calls(marker)`), which shows where work ran.
+runs. The first call on the node `node_id` that finishes its work (its shard, or its
+outputs and manifest part, are written) claims `marker`, writes its process id there and
+waits: the test then removes that node, so the node is lost after the writes and before
+Ray has the result, the window where a retry could duplicate or lose work. Every other
+call runs as it is. Each call that finishes its work appends its node id to
+`MARKER.calls` (`calls(marker)`), which shows where work ran.
 """
 
 from __future__ import annotations
@@ -48,28 +48,27 @@ def install() -> None:
     fault = json.loads(os.environ.get(FAULT_ENV) or "null")
     if not fault:
         return
-    if fault["target"] == "prepare":
-        wait_after = functools.partial(_then_wait, fault=fault)
-        _when_imported("pipelines.prepare.pairs", _replace("process_batch", wait_after))
-    elif fault["target"] == "translate":
-        _when_imported("pipelines.translate.actors", _wrap_translate_call(fault))
-    elif fault["target"] == "train":
-        pause = functools.partial(_pause_epoch, fault=fault)
-        hook = _replace("maybe_wait_to_be_killed", lambda _: pause)
-        _when_imported("pipelines.train.worker", hook)
-    else:
+    wait_after = functools.partial(_then_wait, fault=fault)
+    pause = functools.partial(_pause_epoch, fault=fault)
+    targets = {  # target: (module, what in it to wrap, how)
+        "prepare": ("pipelines.prepare.pairs", "process_batch", wait_after),
+        "translate": ("pipelines.translate.actors", "ReadTranslateWrite.__call__", wait_after),
+        "train": ("pipelines.train.worker", "maybe_wait_to_be_killed", lambda _: pause),
+    }
+    if fault["target"] not in targets:
         raise ValueError(f"unknown fault target {fault['target']!r}")
+    module, path, wrap = targets[fault["target"]]
+    _when_imported(module, _patch(path, wrap))
 
 
-def _replace(name: str, wrap: Callable[[Any], Any]) -> Callable[[ModuleType], None]:
-    """A patch that replaces the module's `name` with `wrap(` what it was `)`."""
-    return lambda module: setattr(module, name, wrap(getattr(module, name)))
+def _patch(path: str, wrap: Callable[[Any], Any]) -> Callable[[ModuleType], None]:
+    """A patch that replaces the module's `path` (a name, or `Class.name`) with `wrap(` what
+    it was `)`."""
 
-
-def _wrap_translate_call(fault: dict[str, Any]) -> Callable[[ModuleType], None]:
     def patch(module: ModuleType) -> None:
-        cls = module.ReadTranslateWrite
-        cls.__call__ = _then_wait(cls.__call__, fault=fault)
+        *owners, name = path.split(".")
+        owner = functools.reduce(getattr, owners, module)
+        setattr(owner, name, wrap(getattr(owner, name)))
 
     return patch
 
