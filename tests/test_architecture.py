@@ -192,3 +192,11 @@ def test_start_up_imports_stay_light():
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["False", "False"], out
+
+
+def test_pix2pix_cores_lazy_names_are_its_exports_and_all_load():
+    import pix2pix_core
+
+    assert sorted(pix2pix_core.__all__) == sorted(pix2pix_core._MODULE_OF)
+    for name in pix2pix_core.__all__:
+        assert getattr(pix2pix_core, name).__name__ == name
