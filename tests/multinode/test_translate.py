@@ -27,7 +27,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.s3]
 IMAGES = 16
 
 TRANSLATE = """
+import ray.data
 from pipelines.translate import TranslateOptions, translate
+# Ray Data hands batches to the first actor that is ready: on the 2 busy cores an actor on
+# a slow node could start after the others had done every batch. Waiting for the whole pool
+# gives each node's actor its first batch (Ray Data spreads the actors over the nodes).
+ray.data.DataContext.get_current().wait_for_min_actors_s = 300
 opts = TranslateOptions(
     model={model!r}, input={src!r}, output={dst!r}, batch_size=2, num_actors=3
 )
