@@ -15,3 +15,18 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "pipelines.cli", *args]
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def run_python(
+    script: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """A Python snippet in a fresh process (nothing of the test session's state in it);
+    `args` are its sys.argv[1:]."""
+    command = [sys.executable, "-c", script, *args]
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )

@@ -132,6 +132,9 @@ def promote(
     get_metric(metric)
     if min_improvement < 0 or not math.isfinite(min_improvement):
         raise UserError(f"min_improvement must be a number >= 0, got {min_improvement!r}")
+    if not isinstance(dst, Location):
+        dst = Location.parse(dst, storage_options)
+    dst.check_access("--data")  # before MLflow is asked anything
     if tracking_uri is not None:
         mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     client = MlflowClient()
@@ -140,8 +143,6 @@ def promote(
         client.get_model_version(name, candidate)
     except MlflowException:
         raise UserError(f"no version {candidate} of registered model {name!r}") from None
-    if not isinstance(dst, Location):
-        dst = Location.parse(dst, storage_options)
     fingerprint = split_fingerprint(dst, split)
     champion = current_champion(client, name)
 

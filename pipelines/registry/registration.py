@@ -30,10 +30,15 @@ from mlflow.types import Schema, TensorSpec
 import pix2pix_core
 from pipelines.common.dataset import read_info
 from pipelines.common.errors import UserError
-from pipelines.common.models import LoadedGenerator, load_generator_from_uri, official_architecture
+from pipelines.common.models import (
+    MLFLOW_SCHEMES,
+    LoadedGenerator,
+    load_generator_from_uri,
+    official_architecture,
+)
 from pipelines.common.names import Tag, judged
 from pipelines.common.storage import Location
-from pipelines.common.tracking import git_commit, open_run, setup_mlflow
+from pipelines.common.tracking import git_commit, open_run, resolve_tracking_uri, setup_mlflow
 from pipelines.config.fields import option
 from pipelines.config.groups import (
     ArchitectureOptions,
@@ -183,6 +188,7 @@ def register(
     eval_mode: bool | None = None,
     experiment: str = "pix2pix",
     batch_size: int = 16,
+    tracking_uri: str | None = None,
 ) -> ModelVersion:
     """Log the generator at `checkpoint` (or the checkpoint of training run `run_id`) as a
     pyfunc model and register it as a new version of `name`.
@@ -191,12 +197,22 @@ def register(
     (`run_id`, or the run recorded next to the checkpoint), otherwise into a new run of
     `experiment`. Validation metrics: `val_metrics`, else measured on the `val` split of
     `data`, else those the checkpoint recorded for its epoch, else the run's last `val_*`.
-    MLflow's tracking URI must be set by the caller.
+    `tracking_uri` None keeps MLflow's current tracking URI (set it with
+    `pipelines.common.tracking.setup_mlflow` or `mlflow.set_tracking_uri`).
     """
     if not name:
         raise UserError("--name is required")
     if "/" in name or ":" in name:  # MLflow's rule, checked before anything is logged
         raise UserError(f"--name {name!r}: a registered model's name cannot contain '/' or ':'")
+    # What storage it reads, checked before MLflow is asked anything.
+    if checkpoint is not None and not checkpoint.startswith(MLFLOW_SCHEMES):
+        Location.parse(checkpoint, storage_options).check_access("--checkpoint")
+    if data is not None and not isinstance(data, Location):
+        data = Location.parse(data, storage_options)
+    if data is not None:
+        data.check_access("--data")
+    if tracking_uri is not None:
+        setup_mlflow(tracking_uri, experiment)
     client = MlflowClient()
     run = _run_or_none(client, run_id)
     if run_id and run is None:
@@ -213,8 +229,6 @@ def register(
         run = _run_or_none(client, meta.get("source_run_id"))
 
     # Metrics: given, else measured now on --data, else the checkpoint's epoch, else the run's.
-    if data is not None and not isinstance(data, Location):
-        data = Location.parse(data, storage_options)
     if val_metrics is None and data is not None:
         val_metrics = evaluate(loaded, data, "val", batch_size=batch_size)
     if val_metrics is None:
@@ -283,7 +297,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     opts, architecture, storage, tracking, experiment = load_options(args, *OPTION_GROUPS)
-    setup_mlflow(tracking.tracking_uri, experiment.experiment)
     official = official_architecture(
         opts.checkpoint or "", architecture.generator_config(), given(args, ArchitectureOptions)
     )
@@ -296,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
         data=opts.data,
         eval_mode=opts.eval,
         experiment=experiment.experiment,
+        tracking_uri=resolve_tracking_uri(tracking.tracking_uri),
     )
     metrics = ", ".join(f"{k}={v}" for k, v in mv.tags.items() if k.startswith("val_"))
     print(f"registered {mv.name} version {mv.version} ({metrics or 'no val metrics'})")

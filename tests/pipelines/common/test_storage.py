@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.common.errors import UserError
 from pipelines.common.storage import Location, parse_storage_options
-from tests.cli_process import ROOT, run_cli
+from tests.cli_process import ROOT, run_cli, run_python
 
 
 def test_local_paths_become_absolute(tmp_path, monkeypatch):
@@ -81,3 +81,54 @@ def test_storage_access_problems_are_explained_without_a_trace(s3_store, tmp_pat
     assert done.returncode == 2, done.stderr
     assert "error: cannot reach the object store" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# Each verb that touches storage, with keys the store refuses: the message names the flag,
+# the URL and the cause in one line, exit 2, and comes before Ray starts or MLflow is asked.
+VERBS = {
+    "train": ["train", "--data", "{s3}/prepared", "--storage_path", "{s3}/runs"],
+    "tune": ["tune", "--data", "{s3}/prepared", "--storage_path", "{s3}/runs"],
+    "evaluate": ["evaluate", "--model", "{s3}/g.pt", "--data", "{s3}/prepared"],
+    "register": ["register", "--name", "m", "--checkpoint", "{s3}/g.pt"],
+    "promote": ["promote", "--name", "m", "--candidate", "1", "--data", "{s3}/prepared"],
+    "retrain": ["retrain", "--config", "{config}"],
+}
+EACH_VERB = """
+import contextlib, io, json, sys
+import ray
+from pipelines.cli import main
+results = {}
+for verb, argv in json.loads(sys.argv[1]).items():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(argv)
+    results[verb] = {"rc": rc, "stderr": err.getvalue(), "ray": ray.is_initialized()}
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.s3
+def test_every_verb_names_the_url_it_cannot_read_before_any_work(s3_store, tmp_path):
+    s3 = f"s3://{s3_store.bucket}/denied"
+    wrong_keys = json.dumps({"endpoint_url": s3_store.endpoint_url, "key": "x", "secret": "y"})
+    config = tmp_path / "retrain.yaml"
+    config.write_text(
+        f"source: {s3}/raw\nname: m\nstorage_path: {s3}/runs\nstorage_options: '{wrong_keys}'\n"
+    )
+    common = ["--storage_options", wrong_keys, "--tracking_uri", f"sqlite:///{tmp_path}/m.db"]
+    argvs = {
+        verb: [a.format(s3=s3, config=config) for a in argv] + (common if verb != "retrain" else [])
+        for verb, argv in VERBS.items()
+    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = run_python(EACH_VERB, json.dumps(argvs), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    flag_of = {"train": "--data", "tune": "--data", "evaluate": "--data", "register":
+               "--checkpoint", "promote": "--data", "retrain": "source"}  # fmt: skip
+    for verb, result in results.items():
+        lines = result["stderr"].strip().splitlines()
+        assert result["rc"] == 2 and len(lines) == 1, (verb, result)
+        assert lines[0].startswith(f"pix2pix {verb}: error: {flag_of[verb]} {s3}/"), lines
+        assert "no permission" in lines[0] or "denied" in lines[0].lower(), lines
+        assert not result["ray"], f"{verb} started Ray before failing"
