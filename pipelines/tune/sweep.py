@@ -43,7 +43,13 @@ from pipelines.config.groups import CommonOptions, RayOptions
 from pipelines.config.loader import add_options, load_options
 from pipelines.train.driver import completed_result, finish_run
 from pipelines.train.options import TrainConfig
-from pipelines.train.plan import check_run_name, data_location, plan_run, worker_resources
+from pipelines.train.plan import (
+    check_run_name,
+    data_location,
+    dataset_channels,
+    plan_run,
+    worker_resources,
+)
 from pipelines.train.trainer import build_trainer
 from pipelines.tune.options import TuneOptions
 from pipelines.tune.plan import SweepPlan, TuneResult, max_epochs, trial_dir_name
@@ -57,6 +63,7 @@ from pipelines.tune.search import (
     load_space,
     search_algorithm,
 )
+from pipelines.tune.space import SearchSpace
 
 # -- 1. the trial: one training run, reporting every epoch to Tune ----------------------
 
@@ -92,6 +99,24 @@ def sweep_name(common: CommonOptions, data: Location) -> str:
     return check_run_name(common.run_name or f"tune-{stem}")
 
 
+def check_sweep(
+    cfg: TrainConfig, sweep: TuneOptions, common: CommonOptions
+) -> tuple[TrainConfig, Location, SearchSpace]:
+    """What a trial would reject, checked once before anything starts: the settings, the
+    data, the search space and every trial it can sample. Returns the sweep's settings as
+    its trials train them (the data's URL, what the space fixes, the channels the data
+    makes: colorization's L -> ab), the data, and the space."""
+    cfg.validate()
+    data = data_location(cfg, common.storage_options)
+    cfg = cfg.replace(data=data.url)  # trials run in other directories
+    space = load_space(sweep, cfg)
+    cfg = cfg.replace(**space.fixed)  # what the space fixes is the sweep's own setting
+    dataset = read_info(data)
+    cfg = dataset_channels(cfg, dataset, data)
+    check_trials_fit(cfg, space, dataset, data)
+    return cfg, data, space
+
+
 def tune(
     cfg: TrainConfig,
     sweep: TuneOptions,
@@ -109,12 +134,7 @@ def tune(
     """
     common = common or CommonOptions()
     # 1. check everything a trial would reject before anything starts
-    cfg.validate()
-    data = data_location(cfg, common.storage_options)
-    cfg = cfg.replace(data=data.url)  # trials run in other directories
-    space = load_space(sweep, cfg)
-    cfg = cfg.replace(**space.fixed)  # what the space fixes is the sweep's own setting
-    check_trials_fit(cfg, space, read_info(data), data)
+    cfg, data, space = check_sweep(cfg, sweep, common)
     name = sweep_name(common, data)
     require_shared(cfg.flat() | dataclasses.asdict(common), ray_address)
     storage = Location.parse(common.storage_path, common.storage_options)

@@ -288,6 +288,41 @@ def test_settings_no_trial_could_train_on_the_data_stop_the_sweep_before_it_star
     assert not (storage / "doomed").exists()
 
 
+def test_a_colorization_sweep_records_the_channels_its_trials_train(
+    tmp_path, ray_cluster, photo_pairs, mlflow_uri, experiment_name
+):
+    """Colorization data makes L -> ab: the sweep's settings, which its parent run records
+    and every trial starts from, have those channels, as `pix2pix train` on it has."""
+    from pipelines.demo.sample_data import encode
+    from pipelines.prepare import PrepareOptions, prepare
+    from pipelines.tune.plan import SweepPlan
+    from pipelines.tune.results import open_parent_run
+    from pipelines.tune.sweep import check_sweep
+
+    photos = Location.parse(str(tmp_path / "photos"))
+    for pair in photo_pairs[:8]:
+        photos.join("train", f"{pair.key}.jpg").write_bytes(encode(pair.b, "jpg"))
+    data = Location.parse(str(tmp_path / "prepared"))
+    opts = PrepareOptions(load_size=36, dataset_mode="colorization", val_fraction=0.25)
+    prepare(photos, data, opts)
+    storage = tmp_path / "runs"
+    cfg = tiny_config(data=data.url, **TRAIN_FLAGS)
+    common = CommonOptions(storage_path=str(storage), tracking_uri=mlflow_uri)
+    common = dataclasses.replace(common, experiment=experiment_name)
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(SPACE))
+    sweep = TuneOptions(search_space=str(space_file), **SWEEP_FLAGS)
+
+    checked, data, space = check_sweep(cfg, sweep, common)
+    assert (checked.architecture.input_nc, checked.architecture.output_nc) == (1, 2)
+    plan = SweepPlan(
+        name="colour", folder=Location.parse(str(storage / "colour")), config=checked,
+        common=common, space=space, sweep=sweep, parent_run_id="",
+    )  # fmt: skip
+    run = MlflowClient(mlflow_uri).get_run(open_parent_run(plan, data))
+    assert (run.data.params["input_nc"], run.data.params["output_nc"]) == ("1", "2")
+
+
 def test_the_paper_configuration_is_the_first_trial_and_optuna_refuses_a_grid():
     cfg = TrainConfig()
     space = load_space(TuneOptions(), cfg)
