@@ -12,6 +12,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -27,8 +28,8 @@ from pipelines.demo.sample_data import make_pairs, write_dataset
 from pipelines.train import TrainConfig, TrainOptions, train
 from pipelines.train.epoch_log import grid_artifact
 from pix2pix_core import ImageMetrics, Pix2Pix, to_tensor
+from pix2pix_core.geometry import resample
 from pix2pix_core.precision import native_bf16
-from pix2pix_core.transforms import resample
 from tests.tiny import CROP, TINY_MODEL, tiny_config, to_flags
 
 
@@ -91,7 +92,7 @@ class WorkerKiller:
 
 
 def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
-    prepared, s3_store, mlflow_uri, experiment_name, capfd
+    prepared, s3_store, mlflow_uri, experiment_name, capfd, tmp_path
 ):
     """2 workers x 3 epochs to S3: checkpoints, MLflow, falling losses, generator rebuilt;
     one progress line per epoch, not buried under Ray Data's bars."""
@@ -162,6 +163,61 @@ def test_s3_run_checkpoints_tracks_learns_and_rebuilds(
             b = to_tensor(resample(row["b"], CROP, CROP)[None])
             metrics.update(generator(a).contiguous(), b)
     assert metrics.compute()["l1"] == pytest.approx(extra["metrics"]["val_L1"], abs=1e-4)
+
+    _translates_sources_at_the_trained_scale(
+        prepared, result.best_checkpoint, storage, mlflow_uri, tmp_path
+    )
+
+
+def _translates_sources_at_the_trained_scale(prepared, checkpoint, storage, mlflow_uri, tmp_path):
+    """prepare resized the 48 px sources to 36 (CROP + 4); the checkpoint and the registered
+    model carry that record, so translating a source-sized image feeds the generator the
+    very pixels training saw (the prepared image), in tiles of CROP, back at 48 px: from
+    the checkpoint (`pix2pix translate`) and from models:/ (the pyfunc)."""
+    from PIL import Image
+
+    from pipelines.common.images import decode, split_aligned
+    from pipelines.common.models import load_generator_from_uri
+    from pipelines.config.groups import PerformanceOptions
+    from pipelines.registry import register
+    from pipelines.translate import TranslateOptions, translate
+    from pix2pix_core.inference import default_overlap, sample_seeds, translate_uint8
+
+    row = read_prepared(prepared, "train", decode=False).take(1)[0]
+    source = Location.parse(row["a_url"]).read_bytes()  # an A|B file of 96 x 48
+    trained_on = decode_stored(row["a"])
+    loaded = load_generator_from_uri(checkpoint, storage_options=storage.options)
+    assert loaded.load_size == CROP + 4 and trained_on.shape == (CROP + 4, CROP + 4, 3)
+    net = loaded.for_test()
+    with torch.inference_mode():
+        [at_trained_scale] = translate_uint8(
+            lambda x: net(x, sample_seeds(x)).float(),
+            [trained_on],
+            tile=CROP,
+            overlap=default_overlap(CROP),
+            batch_size=8,
+        )
+    expected = resample(at_trained_scale, 48, 48).astype(int)
+
+    inputs, out = tmp_path / "inputs", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "source.jpg").write_bytes(source)
+    opts = TranslateOptions(model=checkpoint, input=str(inputs), output=str(out), input_side="A")
+    summary = translate(
+        opts, performance=PerformanceOptions(autocast=False), storage_options=storage.options
+    )
+    assert (summary.written, summary.failed) == (1, 0)
+    with Image.open(out / "source.png") as img:
+        translated = np.asarray(img.convert("RGB")).astype(int)
+    assert translated.shape == (48, 48, 3)
+    assert np.abs(translated - expected).max() <= 1
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    version = register("trained-scale", checkpoint, storage_options=storage.options)
+    model = mlflow.pyfunc.load_model(f"models:/trained-scale/{version.version}")
+    a_half, _ = split_aligned(decode(source))
+    served = model.predict(a_half.pixels[None])[0].astype(int)
+    assert np.abs(served - expected).max() <= 1
 
 
 def test_interrupted_run_and_killed_worker_resume_from_epoch_1(
@@ -392,10 +448,10 @@ def test_colorization_trains_and_translates_rgb_pictures_end_to_end(prepared, tm
     from pipelines.common.dataset import read_info
     from pipelines.common.errors import UserError
     from pipelines.common.models import load_generator_from_uri
+    from pipelines.config.groups import PerformanceOptions
     from pipelines.demo.sample_data import encode
     from pipelines.prepare import PrepareOptions, prepare
-    from pipelines.registry import evaluate
-    from pipelines.registry.pyfunc_model import translate_images
+    from pipelines.registry import evaluate, register
     from pipelines.train.plan import check_data
     from pipelines.translate import TranslateOptions, translate
 
@@ -428,18 +484,24 @@ def test_colorization_trains_and_translates_rgb_pictures_end_to_end(prepared, tm
         image = np.random.default_rng(i).integers(0, 256, (h, w, 3), np.uint8)
         (inputs / f"{i}.png").write_bytes(encode(image))
     out = tmp_path / "out"
-    summary = translate(
-        TranslateOptions(model=result.best_checkpoint, input=str(inputs), output=str(out))
-    )
+    opts = TranslateOptions(model=result.best_checkpoint, input=str(inputs), output=str(out))
+    summary = translate(opts, performance=PerformanceOptions(autocast=False))
     assert (summary.written, summary.failed) == (2, 0)
+    translated = []
     for i, (h, w) in enumerate(sizes):
         with Image.open(out / f"{i}.png") as img:
             assert (img.mode, img.size) == ("RGB", (w, h))
-    batch = np.zeros((2, 40, 56, 3), np.uint8)  # the registered model: RGB in, RGB out
-    served = translate_images(
-        loaded.for_test(), batch, tile=loaded.crop_size, load_size=None, colorization=True
-    )
-    assert served.shape == batch.shape
+            translated.append(np.asarray(img).astype(int))
+
+    # The registered model (models:/): RGB pictures in, RGB out, as translate colours them.
+    mlflow.set_tracking_uri(mlflow_uri)
+    version = register("colour", result.best_checkpoint)
+    model = mlflow.pyfunc.load_model(f"models:/colour/{version.version}")
+    with Image.open(inputs / "1.png") as img:
+        picture = np.asarray(img.convert("RGB"))
+    served = model.predict(picture[None])
+    assert served.shape == (1, *picture.shape)
+    assert np.abs(served[0].astype(int) - translated[1]).max() <= 1
 
 
 def test_preprocess_is_the_prepared_ones_and_uncropped_images_train_one_at_a_time(prepared):
