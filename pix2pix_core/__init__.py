@@ -8,8 +8,9 @@ hook does, does not pay for importing torch (about 1.2 s).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pix2pix_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from pix2pix_core.checkpoint import (
@@ -30,26 +31,6 @@ if TYPE_CHECKING:
     from pix2pix_core.training import Pix2Pix, TrainingConfig
     from pix2pix_core.transforms import paired_random_jitter, resize, to_tensor, to_uint8
 
-_MODULE_OF = {
-    "load_checkpoint": "checkpoint",
-    "load_generator": "checkpoint",
-    "load_official_generator": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "save_generator": "checkpoint",
-    "GANLoss": "losses",
-    "gradient_penalty": "losses",
-    "ImageMetrics": "metrics",
-    "DiscriminatorConfig": "networks",
-    "GeneratorConfig": "networks",
-    "build_discriminator": "networks",
-    "build_generator": "networks",
-    "Pix2Pix": "training",
-    "TrainingConfig": "training",
-    "paired_random_jitter": "transforms",
-    "resize": "transforms",
-    "to_tensor": "transforms",
-    "to_uint8": "transforms",
-}
 
 __all__ = [
     "DiscriminatorConfig",
@@ -72,14 +53,25 @@ __all__ = [
     "to_uint8",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_MODULE_OF})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "checkpoint": (
+            "load_checkpoint",
+            "load_generator",
+            "load_official_generator",
+            "save_checkpoint",
+            "save_generator",
+        ),
+        "losses": ("GANLoss", "gradient_penalty"),
+        "metrics": ("ImageMetrics",),
+        "networks": (
+            "DiscriminatorConfig",
+            "GeneratorConfig",
+            "build_discriminator",
+            "build_generator",
+        ),
+        "training": ("Pix2Pix", "TrainingConfig"),
+        "transforms": ("paired_random_jitter", "resize", "to_tensor", "to_uint8"),
+    },
+)

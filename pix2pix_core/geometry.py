@@ -12,9 +12,14 @@ Training (the official `get_transform`): the image is resized as `--preprocess` 
 
 Test time resizes the same way, so that the model sees the scale it was trained at, and
 goes through the generator in tiles of `crop_size` (one tile: the plain forward).
+`resample` brings an image to that size and back, the one resampler wherever the model
+runs (torch-free, so that the Ray tasks that only decode and resize never import torch).
 """
 
 from __future__ import annotations
+
+import numpy as np
+from PIL import Image
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 SCALE_MODES = ("auto", "resize", "tile")  # translate's --resize / --tile / the default
@@ -85,3 +90,16 @@ def min_decoded_side(preprocess: str, load_size: int) -> int:
     pixels (twice it for a half of an A|B image)."""
     mode = check_preprocess(preprocess)
     return load_size if mode in ("resize_and_crop", "scale_width", "scale_width_and_crop") else 0
+
+
+def resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 H x W x C -> height x width x C, bicubic as the official code (PIL).
+
+    The one resampler from an image to the model's size and back, wherever the model runs:
+    prepare, validation, evaluation, the registered model and translate.
+    """
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    out = np.asarray(img.resize((width, height), Image.Resampling.BICUBIC))
+    return out[..., None] if out.ndim == 2 else out

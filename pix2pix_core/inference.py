@@ -26,10 +26,10 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pix2pix_core.color import to_lightness_and_colour, to_rgb
-from pix2pix_core.geometry import resized_size
+from pix2pix_core.geometry import resample, resized_size
 from pix2pix_core.networks import GeneratorConfig, build_generator
 from pix2pix_core.tiling import translate_tiled
-from pix2pix_core.transforms import resample, to_tensor, to_uint8
+from pix2pix_core.transforms import to_tensor, to_uint8
 
 _MASK_SEED_MIX = 0x9E3779B97F4A7C15  # spreads (sample seed, layer) over the seed space
 

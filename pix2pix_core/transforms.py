@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 RESIZE_MODES = ("bicubic", "bilinear")
 
@@ -94,16 +93,3 @@ def resize(x: torch.Tensor, size: int | tuple[int, int], mode: str = "bicubic") 
         return x
     out = F.interpolate(x, size=target, mode=mode, align_corners=False, antialias=True)
     return out.clamp(-1.0, 1.0)
-
-
-def resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 H x W x C -> height x width x C, bicubic as the official code (PIL).
-
-    The one resampler from an image to the model's size and back, wherever the model runs:
-    prepare, validation, evaluation, the registered model and translate.
-    """
-    if pixels.shape[:2] == (height, width):
-        return pixels
-    img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    out = np.asarray(img.resize((width, height), Image.Resampling.BICUBIC))
-    return out[..., None] if out.ndim == 2 else out

@@ -14,7 +14,7 @@ Any Pillow mode is converted with one rule: grayscale, palette and CMYK by Pillo
 kept, NaN read as 0), never clipped at 255 as Pillow's convert() does. The pixel limit
 is checked from the header, before any pixel is decoded, so a decompression bomb costs
 nothing; Pillow's own global limit is restored after each decode. Resizing is
-`pix2pix_core.transforms.resample`, which the registered model uses too.
+`pix2pix_core.geometry.resample`, which the registered model uses too.
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ from PIL import Image
 from pipelines.common.dataset import PAIR_SCHEMA
 from pipelines.common.images import BadImage, Picture, decode, encode, split_aligned
 from pipelines.common.storage import Location
-from pix2pix_core.geometry import min_decoded_side, resized_size
-from pix2pix_core.transforms import resample
+from pix2pix_core.geometry import min_decoded_side, resample, resized_size
 
 IMAGE_FORMAT = "TIFF"  # uncompressed: the Parquet column is compressed instead
 HELD_OUT_MAX_SIDE = 1024  # longer sides of val and test images are scaled down to this

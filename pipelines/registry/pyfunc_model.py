@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 import torch
 
-from pix2pix_core.geometry import model_input_size
+from pix2pix_core.geometry import model_input_size, resample
 from pix2pix_core.inference import (
     TestTimeGenerator,
     default_overlap,
@@ -30,7 +30,6 @@ from pix2pix_core.inference import (
     translate_uint8,
 )
 from pix2pix_core.model_folder import ARTIFACT, read_model_folder
-from pix2pix_core.transforms import resample
 
 BATCH_SIZE = 8  # tiles per forward; outputs do not depend on it (pix2pix_core.inference)
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from mlflow import MlflowClient
 
 from pipelines.common.names import METRICS, VAL_FID, Tag
 from pipelines.common.text import duration
-from pipelines.common.tracking import log_metrics
 from pix2pix_core import Pix2Pix
 from pix2pix_core.training import LOSS_NAMES
 
@@ -31,6 +29,10 @@ class EpochLogger:
     """Rank 0's MLflow client for one run."""
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
+        # MLflow imported here, by rank 0 only: the other workers and Ray Train's controller
+        # import this module too, and MLflow's import costs each of them about a second.
+        from mlflow import MlflowClient
+
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
 
@@ -45,6 +47,8 @@ class EpochLogger:
             self.client.set_tag(self.run_id, key, value)
 
     def log(self, epoch: int, metrics: dict[str, float], grid: np.ndarray | None) -> None:
+        from pipelines.common.tracking import log_metrics  # MLflow: see __init__
+
         values = {k: v for k, v in metrics.items() if k != "epoch"}
         log_metrics(self.client, self.run_id, values, step=epoch)
         if grid is not None:

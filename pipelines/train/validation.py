@@ -28,8 +28,8 @@ from pipelines.common.dataset import EncodedPair, decode_pair, decoded_channels
 from pipelines.common.names import METRICS, VAL_FID
 from pipelines.common.storage import Location
 from pix2pix_core import ImageMetrics, Pix2Pix, to_uint8
+from pix2pix_core.geometry import resample
 from pix2pix_core.inference import from_state_dict, translated_pairs
-from pix2pix_core.transforms import resample
 
 
 def validate(

@@ -18,8 +18,7 @@ import numpy as np
 from pipelines.common.images import BadImage, Picture, decode, encode, split_aligned
 from pipelines.common.storage import Location
 from pipelines.translate.manifest import record, write_part
-from pix2pix_core.geometry import min_decoded_side, model_input_size
-from pix2pix_core.transforms import resample
+from pix2pix_core.geometry import min_decoded_side, model_input_size, resample
 
 Batch = dict[str, np.ndarray]
 

@@ -9,6 +9,7 @@ import torch
 
 from pix2pix_core import GeneratorConfig, ImageMetrics, build_generator
 from pix2pix_core.color import rgb_to_lab, to_lightness_and_colour
+from pix2pix_core.geometry import resample
 from pix2pix_core.inference import (
     default_overlap,
     from_state_dict,
@@ -16,7 +17,7 @@ from pix2pix_core.inference import (
     translate_uint8,
     translated_pairs,
 )
-from pix2pix_core.transforms import resample, to_tensor
+from pix2pix_core.transforms import to_tensor
 
 SIZE = 128  # for a U-Net of depth 7: two of its levels have dropout
 

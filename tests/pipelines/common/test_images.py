@@ -21,7 +21,7 @@ from pipelines.common.images import (
 from pipelines.common.storage import Location
 from pipelines.prepare.pairs import WORK_SCHEMA, process_batch
 from pipelines.translate import io as translate_io
-from pix2pix_core.transforms import resample
+from pix2pix_core.geometry import resample
 from tests.bad_inputs import _photo, _png_bomb, bad_files, odd_files
 
 

@@ -12,7 +12,7 @@ from pipelines.common.dataset import read_prepared, split_fingerprint
 from pipelines.common.models import load_generator_from_uri, resolve_device
 from pipelines.registry import evaluate
 from pix2pix_core import GeneratorConfig, ImageMetrics, build_generator, to_tensor
-from pix2pix_core.transforms import resample
+from pix2pix_core.geometry import resample
 from tests.pipelines.registry.registry_data import CROP, GENERATOR, registry_data
 
 

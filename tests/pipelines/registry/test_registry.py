@@ -29,7 +29,7 @@ from pipelines.common.tracking import git_commit
 from pipelines.registry import evaluate, register
 from pipelines.registry.promotion import decide, promote
 from pix2pix_core import to_tensor, to_uint8
-from pix2pix_core.transforms import resample
+from pix2pix_core.geometry import resample
 from tests.pipelines.registry.registry_data import (
     CROP,
     free_port,
