@@ -6,12 +6,12 @@ from __future__ import annotations
 import ast
 import importlib
 import itertools
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.cli_process import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipelines", "pix2pix_core")
@@ -194,9 +194,9 @@ def test_start_up_imports_stay_light():
         "    importlib.import_module(module)\n"
         "    print(f'{module}:{heavy in sys.modules}')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
+    done = run_python(probe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout.split()
     assert out == [
         "pipelines.common.ray_runtime:False",
         "pipelines.prepare.pairs:False",

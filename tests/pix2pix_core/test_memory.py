@@ -1,13 +1,13 @@
 """retain_freed_memory: large freed blocks are reused instead of faulted in again."""
 
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
 from pix2pix_core.memory import ONE_ARENA_ENV
+from tests.cli_process import run_python
 
 # glibc adapts its mmap threshold to freed blocks, but only up to 32 MiB; a training step at
 # batch 4 and 256 x 256 frees activations larger than that every step. Count the minor page
@@ -40,13 +40,9 @@ PAGES_PER_BLOCK = 64 * 1024 * 1024 // 4096
 
 def _faults(mode: str, where: str = "main", env: dict | None = None) -> tuple[str, int]:
     environment = {k: v for k, v in os.environ.items() if k not in ONE_ARENA_ENV}
-    applied, faults = subprocess.run(
-        [sys.executable, "-c", _FAULTS, mode, where],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**environment, **(env or {})},
-    ).stdout.split()
+    done = run_python(_FAULTS, mode, where, env={**environment, **(env or {})})
+    assert done.returncode == 0, done.stderr[-3000:]
+    applied, faults = done.stdout.split()
     return applied, int(faults)
 
 

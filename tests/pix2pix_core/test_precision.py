@@ -1,8 +1,6 @@
 """native_bf16: bf16 autocast only where the hardware computes bf16; flush_denormals."""
 
 import ast
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -10,6 +8,7 @@ import pytest
 import torch
 
 from pix2pix_core.precision import native_bf16
+from tests.cli_process import run_python
 
 CPUINFO = Path("/proc/cpuinfo")
 ROOT = Path(__file__).parents[2]
@@ -56,9 +55,9 @@ def test_flushed_denormals_reach_the_threads_torch_starts_after_and_no_other_thr
         print(found)
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    done = run_python(probe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
     found = ast.literal_eval(out.strip())
     if not found["supported"]:
         pytest.skip("this CPU cannot flush denormals")

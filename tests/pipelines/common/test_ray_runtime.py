@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 
 from pipelines.common.ray_runtime import quiet_ray_logs
 from pix2pix_core.memory import ONE_ARENA_ENV
-from tests.cli_process import ROOT
+from tests.cli_process import run_python
 
 # In a fresh process: a local Ray as translate and prepare start it; once Ray has started
 # its workers ahead of time (ray::IDLE), an actor must land on one of them, not
@@ -43,14 +41,7 @@ sys.exit(0 if pid in before else 1)
 
 
 def _run_in_a_fresh_process(script: str, env: dict[str, str] | None = None) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-    )
+    done = run_python(script, env=env, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
 
 

@@ -30,6 +30,7 @@ from pipelines.registry import evaluate, register
 from pipelines.registry.promotion import decide, promote
 from pix2pix_core import to_tensor, to_uint8
 from pix2pix_core.geometry import resample
+from tests.cli_process import run_python
 from tests.pipelines.registry.registry_data import (
     CROP,
     free_port,
@@ -178,9 +179,7 @@ def test_pyfunc_model_loads_without_ray(history, mlflow_uri):
         "assert 'pipelines' not in sys.modules  # the model carries the code it needs\n"
         "print(out.dtype, out.shape)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd="/"
-    )
+    result = run_python(script, cwd=Path("/"))  # far from this project's source
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "uint8 (1, 32, 32, 3)"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 from dataclasses import dataclass
@@ -13,6 +11,7 @@ import pytest
 from pipelines.common.errors import UserError
 from pipelines.common.storage import Location
 from pipelines.retrain.runner import StepRunner, fingerprint, fingerprint_files
+from tests.cli_process import run_python
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -119,8 +118,8 @@ def test_a_step_killed_mid_way_runs_again(tmp_path):
         runner.run("b", {{}}, lambda: os._exit(9))
         """
     )
-    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    assert killed.returncode == 9, killed.stderr.decode()
+    killed = run_python(script, timeout=120)
+    assert killed.returncode == 9, killed.stderr
 
     logs: list[str] = []
     runner = StepRunner(Location.parse(str(run_dir)), log=logs.append)
