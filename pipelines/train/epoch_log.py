@@ -3,13 +3,21 @@
 The driver created the MLflow run and logged the parameters and tags (pipelines.train.driver);
 rank 0 adds the epoch's metrics and a sample grid (input | output | target) to it, and
 prints one progress line. No other rank talks to MLflow.
+
+An epoch reaches MLflow once Ray Train has registered its report and checkpoint, and no
+sooner: an attempt lost before that (a worker's or the controller's node gone) leaves no
+epoch that the next attempt trains and logs again. The checkpoint uploads in the
+background (pipelines.train.worker), so that wait and the logging run on a thread of their
+own, in epoch order, while the next epoch trains.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import ray.train
 
 from pipelines.common.names import METRICS, VAL_FID, Tag
 from pipelines.common.text import duration
@@ -35,6 +43,8 @@ class EpochLogger:
 
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epoch-log")
+        self._pending: list[Future] = []
 
     def tag_execution(self, model: Pix2Pix) -> None:
         """How rank 0 ran the step: the auto switches resolve on each worker's device."""
@@ -53,6 +63,38 @@ class EpochLogger:
         log_metrics(self.client, self.run_id, values, step=epoch)
         if grid is not None:
             self.client.log_image(self.run_id, grid, artifact_file=grid_artifact(epoch))
+
+    def log_when_registered(
+        self, epoch: int, metrics: dict[str, float], grid: np.ndarray | None
+    ) -> None:
+        """`log` the epoch once Ray Train has registered it (see the module docstring), on
+        this logger's thread; a failure of an earlier epoch's logging is raised here."""
+        self._raise_failures()
+
+        def log() -> None:
+            ray.train.get_all_reported_checkpoints()
+            self.log(epoch, metrics, grid)
+
+        self._pending.append(self._thread.submit(log))
+
+    def close(self, *, wait: bool = True) -> None:
+        """Finish (`wait`: every epoch registered and logged, failures raised) or drop what
+        is pending (the run failed: its epochs were not all registered)."""
+        self._thread.shutdown(wait=wait, cancel_futures=not wait)
+        if wait:
+            self._raise_failures()
+
+    def __enter__(self) -> EpochLogger:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(wait=exc_type is None)
+
+    def _raise_failures(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for future in done:
+            future.result()
 
 
 def grid_artifact(epoch: int) -> str:

@@ -10,6 +10,7 @@ Rank 0 alone logs to MLflow and prints the progress line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -116,51 +117,50 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     epoch_seconds: list[float] = []
     # What lr_policy plateau watches: the previous epoch's validation L1.
     previous = (start.get("metrics") or {}).get(CHECKPOINT_SCORE.reported)
-    for epoch in range(done + 1, total + 1):
-        began = time.perf_counter()
-        # The official order: the schedule steps at the start of the epoch it sets.
-        model.step_schedulers(metric=previous)
-        lr = model.current_lr  # the rate this epoch trains with
-        losses, images, step = _train_epoch(
-            model, train_shard, job, epoch=epoch, rank=rank, step=step
-        )
-        # Each rank's BatchNorm running statistics drift by its own last forward; give all
-        # ranks rank 0's, so that validation and the checkpoint see the same model.
-        model.sync_buffers()
-        train_s = time.perf_counter() - began
-        val, rows = validate(
-            model,
-            val_pairs,
-            crop_size=opts.crop_size,
-            preprocess=job.dataset["preprocess"],
-            batch_size=opts.batch_size,
-            eval_mode=opts.eval,
-            rank=rank,
-            world=world,
-            grid_size=opts.grid_size,
-            fid_features=fid_features,
-            colorization=job.colorization,
-        )
-        metrics = {
-            "epoch": epoch,
-            "step": step,
-            **mean_across_ranks(losses, device),
-            **val,
-            "images_per_s": sum_across_ranks(images, device) / max(train_s, 1e-9),
-            "lr": lr,
-            "resumed_from_epoch": done,
-        }
-        previous = val[CHECKPOINT_SCORE.reported]
-        epoch_seconds.append(time.perf_counter() - began)
-        _report(model, metrics, job, epoch=epoch, total=total, rank=rank)
-        if logger is not None:
-            # Logged once Ray Train has registered the epoch (and its checkpoint): an
-            # attempt lost before that (its controller's node gone) leaves no epoch in
-            # MLflow that the next attempt trains and logs again.
-            ray.train.get_all_reported_checkpoints()
-            logger.log(epoch, metrics, sample_grid(rows))
-            eta = (total - epoch) * sum(epoch_seconds) / len(epoch_seconds)
-            _say(progress_line(epoch, total, metrics, eta))
+    # The logger's exit waits for every epoch's registration and logging (or, on a failure,
+    # drops what is pending).
+    with logger or contextlib.nullcontext():
+        for epoch in range(done + 1, total + 1):
+            began = time.perf_counter()
+            # The official order: the schedule steps at the start of the epoch it sets.
+            model.step_schedulers(metric=previous)
+            lr = model.current_lr  # the rate this epoch trains with
+            losses, images, step = _train_epoch(
+                model, train_shard, job, epoch=epoch, rank=rank, step=step
+            )
+            # Each rank's BatchNorm running statistics drift by its own last forward; give all
+            # ranks rank 0's, so that validation and the checkpoint see the same model.
+            model.sync_buffers()
+            train_s = time.perf_counter() - began
+            val, rows = validate(
+                model,
+                val_pairs,
+                crop_size=opts.crop_size,
+                preprocess=job.dataset["preprocess"],
+                batch_size=opts.batch_size,
+                eval_mode=opts.eval,
+                rank=rank,
+                world=world,
+                grid_size=opts.grid_size,
+                fid_features=fid_features,
+                colorization=job.colorization,
+            )
+            metrics = {
+                "epoch": epoch,
+                "step": step,
+                **mean_across_ranks(losses, device),
+                **val,
+                "images_per_s": sum_across_ranks(images, device) / max(train_s, 1e-9),
+                "lr": lr,
+                "resumed_from_epoch": done,
+            }
+            previous = val[CHECKPOINT_SCORE.reported]
+            epoch_seconds.append(time.perf_counter() - began)
+            _report(model, metrics, job, epoch=epoch, total=total, rank=rank)
+            if logger is not None:
+                eta = (total - epoch) * sum(epoch_seconds) / len(epoch_seconds)
+                _say(progress_line(epoch, total, metrics, eta))
+                logger.log_when_registered(epoch, metrics, sample_grid(rows))
 
 
 def _train_epoch(
@@ -234,13 +234,17 @@ def _report(
         "eval_mode": opts.eval,
         "options": job.all_options,
     }
-    with tempfile.TemporaryDirectory() as directory:
-        checkpoints.write(directory, model, extra)
-        ray.train.report(
-            metrics,
-            checkpoint=ray.train.Checkpoint.from_directory(directory),
-            checkpoint_dir_name=epoch_dir(epoch),
-        )
+    # Written to local disk, uploaded by Ray Train in the background while the next epoch
+    # trains (it deletes the folder once uploaded). Ray registers a checkpoint only once
+    # it is whole in storage, so resume never finds a half-written one.
+    directory = tempfile.mkdtemp(prefix="pix2pix-checkpoint-")
+    checkpoints.write(directory, model, extra)
+    ray.train.report(
+        metrics,
+        checkpoint=ray.train.Checkpoint.from_directory(directory),
+        checkpoint_dir_name=epoch_dir(epoch),
+        checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+    )
 
 
 def restore(model: Pix2Pix, job: TrainJob, own) -> dict[str, Any]:
