@@ -35,13 +35,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_scale import BUCKET, start_store  # benchmarks/bench_scale.py, beside this script
+
 from pipelines.common.storage import Location
 from pipelines.config.groups import CommonOptions
 from pipelines.train import TrainConfig, train
 from pix2pix_core import Pix2Pix
 from pix2pix_core.memory import retain_freed_memory
-
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def load_size(crop: int) -> int:
@@ -126,9 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as root:
         store = None
         if args.s3:
-            sys.path.insert(0, BENCH_DIR)
-            from bench_scale import BUCKET, start_store
-
             os.makedirs(os.path.join(root, "weed"))
             store = start_store(Path(root) / "weed")
             where = f"s3://{BUCKET}"

@@ -142,7 +142,6 @@ def _bare_worker(
             autocast=autocast,
         )
         model = prepare_generator(generator_config, module.state_dict(), runtime)
-        bf16 = runtime.uses_autocast()
     x = torch.rand(batch_size, 3, SIZE, SIZE, device=DEVICE)
     x = x.contiguous(memory_format=torch.channels_last)
     batches = max(1, -(-n // batch_size))

@@ -85,13 +85,14 @@ def test_storage_access_problems_are_explained_without_a_trace(s3_store, tmp_pat
 
 # Each verb that touches storage, with keys the store refuses: the message names the flag,
 # the URL and the cause in one line, exit 2, and comes before Ray starts or MLflow is asked.
+# verb: (the flag its message names, its arguments)
 VERBS = {
-    "train": ["train", "--data", "{s3}/prepared", "--storage_path", "{s3}/runs"],
-    "tune": ["tune", "--data", "{s3}/prepared", "--storage_path", "{s3}/runs"],
-    "evaluate": ["evaluate", "--model", "{s3}/g.pt", "--data", "{s3}/prepared"],
-    "register": ["register", "--name", "m", "--checkpoint", "{s3}/g.pt"],
-    "promote": ["promote", "--name", "m", "--candidate", "1", "--data", "{s3}/prepared"],
-    "retrain": ["retrain", "--config", "{config}"],
+    "train": ("--data", ["--data", "{s3}/prepared", "--storage_path", "{s3}/runs"]),
+    "tune": ("--data", ["--data", "{s3}/prepared", "--storage_path", "{s3}/runs"]),
+    "evaluate": ("--data", ["--model", "{s3}/g.pt", "--data", "{s3}/prepared"]),
+    "register": ("--checkpoint", ["--name", "m", "--checkpoint", "{s3}/g.pt"]),
+    "promote": ("--data", ["--name", "m", "--candidate", "1", "--data", "{s3}/prepared"]),
+    "retrain": ("source", ["--config", "{config}"]),  # the config names the storage
 }
 EACH_VERB = """
 import contextlib, io, json, sys
@@ -117,18 +118,19 @@ def test_every_verb_names_the_url_it_cannot_read_before_any_work(s3_store, tmp_p
     )
     common = ["--storage_options", wrong_keys, "--tracking_uri", f"sqlite:///{tmp_path}/m.db"]
     argvs = {
-        verb: [a.format(s3=s3, config=config) for a in argv] + (common if verb != "retrain" else [])
-        for verb, argv in VERBS.items()
+        verb: [verb, *(a.format(s3=s3, config=config) for a in args)]
+        + (common if verb != "retrain" else [])
+        for verb, (_, args) in VERBS.items()
     }
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = run_python(EACH_VERB, json.dumps(argvs), env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    flag_of = {"train": "--data", "tune": "--data", "evaluate": "--data", "register":
-               "--checkpoint", "promote": "--data", "retrain": "source"}  # fmt: skip
+    assert set(results) == set(VERBS)
     for verb, result in results.items():
         lines = result["stderr"].strip().splitlines()
         assert result["rc"] == 2 and len(lines) == 1, (verb, result)
-        assert lines[0].startswith(f"pix2pix {verb}: error: {flag_of[verb]} {s3}/"), lines
+        flag = VERBS[verb][0]
+        assert lines[0].startswith(f"pix2pix {verb}: error: {flag} {s3}/"), lines
         assert "no permission" in lines[0] or "denied" in lines[0].lower(), lines
         assert not result["ray"], f"{verb} started Ray before failing"
