@@ -307,8 +307,9 @@ def test_a_colorization_sweep_records_the_channels_its_trials_train(
     prepare(photos, data, opts)
     storage = tmp_path / "runs"
     cfg = tiny_config(data=data.url, **TRAIN_FLAGS)
-    common = CommonOptions(storage_path=str(storage), tracking_uri=mlflow_uri)
-    common = dataclasses.replace(common, experiment=experiment_name)
+    common = CommonOptions(
+        storage_path=str(storage), tracking_uri=mlflow_uri, experiment=experiment_name
+    )
     space_file = tmp_path / "space.yaml"
     space_file.write_text(yaml.safe_dump(SPACE))
     sweep = TuneOptions(search_space=str(space_file), **SWEEP_FLAGS)
