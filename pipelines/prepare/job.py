@@ -41,7 +41,6 @@ from pipelines.prepare.options import PrepareOptions
 from pipelines.prepare.pairs import (
     IMAGE_FORMAT,
     PARQUET_COMPRESSION,
-    RESULT_SCHEMA,
     held_out_max_side,
     process_batch,
 )
@@ -96,42 +95,36 @@ def prepare(
     sources = discover(src, "aligned" if opts.dataset_mode == "colorization" else opts.layout)
     _check_no_overlap(src, dst, sources)
     require_shared({"SRC": src, "DST": dst}, ray_address)  # joins a cluster: after the checks
-    carved = carve_val(sources.work, opts.val_fraction, opts.seed)
+    sources.work, carved = carve_val(sources.work, opts.val_fraction, opts.seed)
     dst.check_access("DST", write=True)
     _clear_previous(dst)
 
     # 2. decode, validate, resize, encode, write shards
-    results = _run_tasks(sources, src, dst, opts, ray_address)
+    outcome = _run_tasks(sources, src, dst, opts, ray_address)
 
     # 3. quarantine, counts, dataset.json
-    bad = results.filter(pc.is_valid(results["reason"]))
-    failed = zip(bad["url"].to_pylist(), bad["reason"].to_pylist(), strict=True)
-    quarantine = [*sources.quarantine, *failed]
+    quarantine = pa.concat_tables([sources.quarantine, outcome.failed])
     _write_quarantine(dst, quarantine)
-    good = results.filter(pc.is_null(results["reason"]))
-    counts = {split: 0 for split in SPLITS}
-    for split in good["split"].to_pylist():
-        counts[split] += 1
     summary = PrepareSummary(
         dst=dst.url,
         layout=sources.layout,
         inputs=sources.inputs,
-        ready=good.num_rows,
-        quarantined=len(quarantine),
-        counts=counts,
+        ready=sum(outcome.counts.values()),
+        quarantined=quarantine.num_rows,
+        counts=outcome.counts,
         fingerprint=sources.fingerprint,
     )
     if summary.ready + summary.quarantined != summary.inputs:  # the counting rule
         raise RuntimeError(f"lost inputs: {summary}")
     if summary.ready == 0:
-        reasons = "; ".join(f"{url}: {reason}" for url, reason in quarantine[:3])
+        examples = quarantine.slice(0, 3).to_pylist()
+        reasons = "; ".join(f"{row['url']}: {row['reason']}" for row in examples)
         raise UserError(
             f"all {count(summary.inputs, 'input')} in {src.url} are unusable "
             f"(see {dst.join(QUARANTINE_FILE).url}), e.g. {reasons}"
         )
-    notes = sum(1 for note in good["note"].to_pylist() if note)
     dst.join(INFO_FILE).write_json(
-        _info(summary, src, opts, carved, notes, time.monotonic() - started)
+        _info(summary, src, opts, carved, outcome.notes, time.monotonic() - started)
     )
     return summary
 
@@ -143,10 +136,11 @@ def _check_no_overlap(src: Location, dst: Location, sources: Sources) -> None:
     if inside and sources.layout != "manifest":
         raise UserError(f"DST {dst.url} is inside SRC {src.url}; choose another DST")
     prefix = dst.url.rstrip("/") + "/"
-    for row in sources.work:
-        for url in (row["a_url"], row["b_url"]):
-            if url and url.startswith(prefix):
-                raise UserError(f"DST {dst.url} holds inputs ({url}); choose another DST")
+    for side in ("a_url", "b_url"):
+        inside = sources.work.filter(pc.starts_with(sources.work[side], prefix))
+        if inside.num_rows:
+            url = inside[side][0].as_py()
+            raise UserError(f"DST {dst.url} holds inputs ({url}); choose another DST")
 
 
 def _clear_previous(dst: Location) -> None:
@@ -158,14 +152,37 @@ def _clear_previous(dst: Location) -> None:
             loc.fs.rm(loc.path, recursive=True)
 
 
+@dataclass
+class _Outcome:
+    """What the tasks made of the work: counted as it streams back, only failures kept."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {split: 0 for split in SPLITS})
+    notes: int = 0  # ready pairs converted on the way (e.g. from grayscale)
+    failures: list[pa.Table] = field(default_factory=list)
+
+    @property
+    def failed(self) -> pa.Table:
+        return pa.concat_tables([QUARANTINE_SCHEMA.empty_table(), *self.failures])
+
+    def add(self, results: pa.Table) -> None:
+        good = results.filter(pc.is_null(results["reason"]))
+        for split in SPLITS:
+            self.counts[split] += pc.sum(pc.equal(good["split"], split)).as_py() or 0
+        self.notes += pc.sum(pc.not_equal(good["note"], "")).as_py() or 0
+        bad = results.filter(pc.is_valid(results["reason"])).select(QUARANTINE_SCHEMA.names)
+        if bad.num_rows:
+            self.failures.append(bad.cast(QUARANTINE_SCHEMA))
+
+
 def _run_tasks(
     sources: Sources, src: Location, dst: Location, opts: PrepareOptions, ray_address: str | None
-) -> pa.Table:
-    """Process the work list on Ray Data: one task per block, one shard per block."""
-    if not sources.work:
-        return RESULT_SCHEMA.empty_table()
+) -> _Outcome:
+    """Process the work table on Ray Data: one task per block, one shard per block."""
+    outcome = _Outcome()
+    work = sources.work
+    if not work.num_rows:
+        return outcome
     init_ray(ray_address, training=False)
-    work = sources.work_table()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # Two blocks per CPU keeps every core busy to the end; the cap bounds shard size.
     per_task = max(1, min(MAX_PAIRS_PER_TASK, math.ceil(work.num_rows / (2 * cpus))))
@@ -186,21 +203,16 @@ def _run_tasks(
         },
     )
     progress = progress_for_logs(ds, work.num_rows, "prepared", "pair")
-    tables, done = [], 0
+    done = 0
     for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        tables.append(table)
+        outcome.add(table)
         done += table.num_rows
         if progress:
             progress.update(done)
-    if not tables:
-        return RESULT_SCHEMA.empty_table()
-    return pa.concat_tables([t.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA) for t in tables])
+    return outcome
 
 
-def _write_quarantine(dst: Location, rows: list[tuple[str, str]]) -> None:
-    table = pa.Table.from_pylist(
-        [{"url": url, "reason": reason} for url, reason in rows], schema=QUARANTINE_SCHEMA
-    )
+def _write_quarantine(dst: Location, table: pa.Table) -> None:
     pq.write_table(table, dst.join(QUARANTINE_FILE).path, filesystem=dst.arrow_fs)
 
 

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.common.errors import UserError
+from pipelines.common.listing import LISTING_SCHEMA, list_table
 from pipelines.common.names import File
 from pipelines.common.storage import Location
 
@@ -216,27 +217,19 @@ def fingerprint(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# File metadata that changes when a file's content does, by filesystem: S3 and most
-# object stores give an ETag, GCS an md5 or crc32c, local disks a modification time.
-_VERSION_KEYS = ("ETag", "etag", "md5Hash", "crc32c", "mtime", "LastModified", "updated")
-
-
 def fingerprint_files(location: Location) -> str:
     """A fingerprint of every file under `location` (path, size, ETag or mtime).
 
     Cheap (a listing, no reads), so a scheduled run can tell unchanged data in seconds.
     """
-    fs = location.fs
-    fs.invalidate_cache(location.path)  # listings are cached per process; data may be new
-    try:
-        files = fs.find(location.path, detail=True)
-    except FileNotFoundError:
-        files = {}
-    if not files:
+    files = list_table(location)  # a fresh listing each time: data may be new
+    if not files.num_rows:
         raise UserError(f"no files found at {location.url}")
-    listing = []
     root = location.path.rstrip("/")
-    for path, info in sorted(files.items()):
-        version = next((str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None), "")
-        listing.append([path.removeprefix(root).lstrip("/"), info.get("size"), version])
+    listing = [
+        [path.removeprefix(root).lstrip("/"), size, version]
+        for path, size, version in zip(
+            *(files[c].to_pylist() for c in LISTING_SCHEMA.names), strict=True
+        )
+    ]
     return fingerprint(listing)

@@ -7,6 +7,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -111,15 +112,17 @@ def test_val_is_carved_deterministically_and_recorded(aligned_src, aligned_dst):
     assert info["val_carved"] == {"from": "train", "fraction": 0.25, "seed": 3, "inputs": 6}
     # The same keys, listed in any order, give the same val set; another seed another one.
     work = discover(aligned_src).work
-    expected = carve_val([dict(r) for r in work], 0.25, 3)
-    train_inputs = {r["key"] for r in work if r["split"] == "train"}
-    shuffled = [dict(r) for r in reversed(work)]
-    carve_val(shuffled, 0.25, 3)
-    carved = {r["key"] for r in shuffled if r["split"] == "val"}
-    again = [dict(r) for r in work]
-    carve_val(again, 0.25, 4)
+    _, expected = carve_val(work, 0.25, 3)
+    train_inputs = {r["key"] for r in work.to_pylist() if r["split"] == "train"}
+
+    def val_keys(table: pa.Table) -> set[str]:
+        return {r["key"] for r in table.to_pylist() if r["split"] == "val"}
+
+    shuffled, _ = carve_val(work.take(list(reversed(range(work.num_rows)))), 0.25, 3)
+    carved = val_keys(shuffled)
+    again, _ = carve_val(work, 0.25, 4)
     assert expected["inputs"] == len(carved) == 6 and carved <= train_inputs
-    assert carved != {r["key"] for r in again if r["split"] == "val"}
+    assert carved != val_keys(again)
     # What was written is that carving, less the inputs that were quarantined.
     stored = {row["key"] for row in _rows(dst, "val")}
     assert stored and stored <= carved
@@ -345,6 +348,28 @@ def test_layout_detection(tmp_path):
     assert discover(folders, "aligned").layout == "aligned"
     with pytest.raises(UserError, match="unknown layout 'nope'"):
         discover(folders, "nope")
+
+
+def test_manifest_rows_of_the_wrong_width_are_recorded_not_dropped(tmp_path):
+    root = Location.parse(str(tmp_path))
+    for name in ("A/1.png", "B/1.png", "A/2.png", "B/2.png"):
+        root.join(name).write_bytes(encode(np.zeros((8, 8, 3), np.uint8)))
+    manifest = root.join("pairs.csv")
+    manifest.write_bytes(
+        b"a,b,split\nA/1.png,B/1.png,train\nA/2.png\nA/2.png,B/2.png,val,extra\n"
+        b"A/2.png,B/2.png,test\nA/1.png,B/1.png,val\n"
+    )
+    sources = discover(manifest)
+    assert [(r["key"], r["split"]) for r in sources.work.to_pylist()] == [
+        ("1", "train"),
+        ("2", "test"),
+    ]
+    assert {r["url"]: r["reason"] for r in sources.quarantine.to_pylist()} == {
+        f"{manifest.url} (row 3)": "cannot read row 3: 1 fields where the header has 3",
+        f"{manifest.url} (row 4)": "cannot read row 4: 4 fields where the header has 3",
+        root.join("A/1.png").url: "duplicate key '1' (also row 2)",
+    }
+    assert sources.inputs == 5
 
 
 @pytest.mark.parametrize(
