@@ -27,9 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 from pipelines.common import checkpoints
 from pipelines.common.names import CHECKPOINT_SCORE, epoch_dir
 from pipelines.common.ray_runtime import quiet_ray_logs
+from pipelines.common.storage import Location
 from pipelines.train.epoch_log import EpochLogger, progress_line, sample_grid
 from pipelines.train.faults import maybe_wait_to_be_killed
 from pipelines.train.options import TrainOptions
+from pipelines.train.upload import upload_at_low_priority
 from pipelines.train.validation import (
     load_fid_features,
     mean_across_ranks,
@@ -234,9 +236,9 @@ def _report(
         "eval_mode": opts.eval,
         "options": job.all_options,
     }
-    # Written to local disk, uploaded by Ray Train in the background while the next epoch
-    # trains (it deletes the folder once uploaded). Ray registers a checkpoint only once
-    # it is whole in storage, so resume never finds a half-written one.
+    # Written to local disk, uploaded in the background at the lowest CPU priority while
+    # the next epoch trains (Ray deletes the folder once uploaded). Ray registers a
+    # checkpoint only once it is whole in storage, so resume never finds a half-written one.
     directory = tempfile.mkdtemp(prefix="pix2pix-checkpoint-")
     checkpoints.write(directory, model, extra)
     ray.train.report(
@@ -244,6 +246,18 @@ def _report(
         checkpoint=ray.train.Checkpoint.from_directory(directory),
         checkpoint_dir_name=epoch_dir(epoch),
         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+        checkpoint_upload_fn=lambda checkpoint, name: _upload(checkpoint, name, job),
+    )
+
+
+def _upload(checkpoint: ray.train.Checkpoint, name: str, job: TrainJob) -> ray.train.Checkpoint:
+    """Ray Train's upload step for one checkpoint folder: the copy yields to the step."""
+    upload_at_low_priority(
+        checkpoint.path, Location(job.run_folder, job.storage_options).join(name)
+    )
+    storage = ray.train.get_context().get_storage()  # where Ray itself would have put it
+    return ray.train.Checkpoint(
+        storage.build_checkpoint_path_from_name(name), storage.storage_filesystem
     )
 
 
