@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
 from pipelines.common.dataset import PAIR_SCHEMA
+from pipelines.common.fetch import read_many, read_problem
 from pipelines.common.images import BadImage, Picture, decode, encode, split_aligned
 from pipelines.common.storage import Location
 from pix2pix_core.geometry import min_decoded_side, resample, resized_size
@@ -178,32 +178,6 @@ def prepare_pair(
 # -- one Ray Data batch -----------------------------------------------------------------
 
 
-def _describe_read_error(err: BaseException) -> str:
-    if isinstance(err, FileNotFoundError):
-        return "not found (was it deleted after listing, or is the URL wrong?)"
-    if isinstance(err, PermissionError):
-        return f"no permission to read it ({err})"
-    return f"could not read it: {type(err).__name__}: {err}"
-
-
-def read_all(urls: list[str], options: dict) -> dict[str, bytes | BaseException]:
-    """url -> bytes, or the exception that reading it raised (never raises itself)."""
-
-    def read(url: str) -> bytes | BaseException:
-        loc = Location.parse(url, options)
-        try:
-            return loc.fs.cat_file(loc.path)
-        except Exception as err:
-            return err
-
-    unique = sorted(set(urls))
-    if all("://" not in u or u.startswith("file://") for u in unique):
-        return {u: read(u) for u in unique}
-    # Object stores: latency, not bandwidth, bounds one request; overlap them.
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        return dict(zip(unique, pool.map(read, unique), strict=True))
-
-
 def shard_name(keys: list[str]) -> str:
     """A file name fixed by the rows it holds, so a retried task overwrites, not adds."""
     digest = hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:20]
@@ -240,7 +214,7 @@ def process_batch(
     dst = Location(dst_url, dst_options)
     rows = work.to_pylist()
     urls = [r["a_url"] for r in rows] + [r["b_url"] for r in rows if r["b_url"]]
-    data = read_all(urls, src_options)
+    data = read_many(urls, src_options)
     by_split: dict[str, list[dict]] = {}
     results = []
     for row in rows:
@@ -305,5 +279,5 @@ def _prepare_row(row: dict, data: dict, **settings: object) -> tuple[bytes, byte
 def _bytes(data: dict, url: str) -> bytes:
     value = data[url]
     if isinstance(value, BaseException):
-        raise BadInput(_describe_read_error(value))
+        raise BadInput(read_problem(value))
     return value

@@ -9,12 +9,12 @@ input ends as an output or as a failure with a reason.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from pipelines.common.fetch import read_many, read_problem
 from pipelines.common.images import BadImage, Picture, decode, encode, split_aligned
 from pipelines.common.storage import Location
 from pipelines.translate.manifest import record, write_part
@@ -29,21 +29,6 @@ def pack(image: np.ndarray) -> tuple[bytes, int, int, int]:
 
 def unpack(data: bytes, h: int, w: int, c: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(int(h), int(w), int(c))
-
-
-def _read_all(urls: list[str], options: dict[str, Any]) -> dict[str, bytes | Exception]:
-    """Fetch a batch of files; object stores fetch them concurrently."""
-    by_protocol: dict[str, list[Location]] = defaultdict(list)
-    for url in urls:
-        loc = Location(url, options)
-        by_protocol[loc.protocol].append(loc)
-    out: dict[str, bytes | Exception] = {}
-    for locs in by_protocol.values():
-        fs = locs[0].fs
-        got = fs.cat([loc.path for loc in locs], on_error="return")
-        for loc in locs:
-            out[loc.url] = got.get(loc.path, FileNotFoundError(loc.path))
-    return out
 
 
 @dataclass
@@ -98,7 +83,7 @@ def _prepare(raw: bytes | Exception, *, channels: int, **input_args) -> _Prepare
     empty = np.zeros((0, 0, channels), np.uint8)
     try:
         if isinstance(raw, Exception):
-            raise BadImage(f"cannot read: {type(raw).__name__}: {raw}")
+            raise BadImage(read_problem(raw))
         pixels, picture = model_input(raw, channels=channels, **input_args)
         width, height = picture.size  # the full size (only alpha-less JPEGs decode smaller)
         return _Prepared(pixels, picture.alpha, height, width, note=picture.note)
@@ -122,7 +107,7 @@ def read_and_decode(
 ) -> Batch:
     """`url` -> decoded pixels at the size the model will see (`model_input`), or a reason."""
     urls = [str(u) for u in batch["url"]]
-    data = _read_all(urls, storage_options)
+    data = read_many(urls, storage_options)
     args = {
         "side": side,
         "tile": tile,
