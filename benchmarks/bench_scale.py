@@ -64,8 +64,10 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-def start_store(folder: Path) -> subprocess.Popen:
-    """`weed mini` on loopback with one bucket; sets the AWS variables the clients read."""
+def start_store(folder: Path, nice: int = 0) -> subprocess.Popen:
+    """`weed mini` on loopback with one bucket; sets the AWS variables the clients read.
+    `nice` > 0 runs it at that lower CPU priority (a store that takes no CPU from the
+    work, as one on other machines would not)."""
     weed = Path(sys.executable).parent / "weed"
     if not weed.exists():
         weed = Path(shutil.which("weed") or "weed")
@@ -96,6 +98,7 @@ def start_store(folder: Path) -> subprocess.Popen:
             "-webdav=false",
         ],
         env={**os.environ, "S3_BUCKET": BUCKET},
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -13,7 +13,8 @@ crops, at batch 1 and 4, on this machine:
 
 With `--s3` the prepared data and the run folder are in a SeaweedFS store on loopback
 (`weed mini`, as benchmarks/bench_scale.py starts it), sharing the cores like a local
-object store would; else on local disk.
+object store would (`--store_nice 19`: yielding them, as a store on other machines takes
+none); else on local disk.
 
     python benchmarks/bench_train.py            # a few minutes on 2 CPU cores
     python benchmarks/bench_train.py --images 16 --steps 10
@@ -110,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop_size", type=int, default=256, help="as --crop_size")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (the last one is timed)")
     parser.add_argument("--s3", action="store_true", help="data and runs in a local S3 store")
+    parser.add_argument(
+        "--store_nice",
+        type=int,
+        default=0,
+        help="run the S3 store at this nice value (19: as if on other machines)",
+    )
     args = parser.parse_args(argv)
 
     from pipelines.common.ray_runtime import init_ray
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         store = None
         if args.s3:
             os.makedirs(os.path.join(root, "weed"))
-            store = start_store(Path(root) / "weed")
+            store = start_store(Path(root) / "weed", nice=args.store_nice)
             where = f"s3://{BUCKET}"
         else:
             where = root
@@ -144,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if store is not None:
                 store.terminate()
+                store.wait(timeout=60)  # before its folder is deleted
     cores = os.cpu_count()
     place = "a local S3 store (SeaweedFS)" if args.s3 else "local disk"
+    if args.s3 and args.store_nice:
+        place += f" at nice {args.store_nice}"
     print(
         f"\ntraining throughput, {args.netG} + 70x70 PatchGAN, {args.crop_size}x{args.crop_size}"
         f", {args.images} pairs x {args.epochs} epochs on {place}, {cores} CPU cores"

@@ -3,10 +3,12 @@
 Ray Train uploads a checkpoint reported with ASYNC from a thread of the worker process
 while the next epoch trains. On a node whose cores the step keeps busy (any CPU node),
 that copy's CPU work (request signing, checksums, the client's buffers: seconds for a
-200 MB checkpoint) would be taken from the step. Here the copy runs in a child process at
-the lowest CPU priority (nice 19), so it takes only the cycles the step leaves. Ray
-registers the checkpoint once the copy has returned, so resume never picks a half-uploaded
-one; a failed copy fails the report with the child's own error.
+200 MB checkpoint) is taken from the step, at the step's own priority. Here the copy runs
+in a child process at the lowest CPU priority, nice 19: below Ray's workers, which run at
+nice 15, it gets the cycles the step leaves and, where both want a core, under a third of
+it (Linux weighs nice 19 at 15 against nice 15's 36). Ray registers the checkpoint once
+the copy has returned, so resume never picks a half-uploaded one; a failed copy fails the
+report with the child's own error.
 
     python -m pipelines.train.upload LOCAL_FOLDER DEST_URL   (storage options on stdin)
 """
