@@ -12,13 +12,14 @@ amazonaws.com), so the endpoint is passed on explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 import pyarrow.fs as pafs
@@ -128,15 +129,40 @@ class Location:
 
     def write_bytes(self, data: bytes) -> None:
         """Write a whole object; on local disk atomically (a crash leaves the old file)."""
+        with self.open_write() as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def open_write(self) -> Iterator[BinaryIO]:
+        """A file to stream a whole object into, which appears whole or not at all.
+
+        On local disk it is written as NAME.tmp-<uuid hex> and renamed over NAME once
+        complete (a crash leaves the old file). On an object store it is one upload, made
+        on close (a PUT, or a multipart upload for a large one); an error before that
+        aborts it, and the old object stays.
+        """
         if self.is_local:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             tmp = f"{self.path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.path)
-        else:
-            # An object store PUT is atomic already.
-            self.fs.pipe_file(self.path, data)
+            try:
+                with open(tmp, "wb") as f:
+                    yield f
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+                raise
+            return
+        f = self.fs.open(self.path, "wb")
+        try:
+            yield f
+        except BaseException:
+            f.discard()
+            # Marked closed, so that garbage collection does not close it: that would upload.
+            with contextlib.suppress(AttributeError):
+                f.closed = True
+            raise
+        f.close()
 
     def read_json(self) -> Any:
         return json.loads(self.read_bytes())

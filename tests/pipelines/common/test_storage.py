@@ -25,6 +25,20 @@ def test_write_read_roundtrip_local(tmp_path):
     assert loc.relative_to(Location.parse(str(tmp_path))) == "a/b.json"
 
 
+def test_a_write_that_fails_midway_leaves_the_old_file_and_no_partial_one(tmp_path):
+    loc = Location.parse(str(tmp_path)).join("m.jsonl")
+    loc.write_bytes(b"old\n")
+    with pytest.raises(RuntimeError, match="midway"), loc.open_write() as f:
+        f.write(b"new, in part\n")
+        raise RuntimeError("midway")
+    assert loc.read_bytes() == b"old\n"
+    assert os.listdir(tmp_path) == ["m.jsonl"]
+    with loc.open_write() as f:
+        f.write(b"new ")
+        f.write(b"whole\n")
+    assert loc.read_bytes() == b"new whole\n"
+
+
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         Location.parse(str(tmp_path / "nope")).read_bytes()
@@ -48,6 +62,20 @@ def test_s3_fsspec_and_pyarrow_see_the_same_objects(s3_store):
     pq.write_table(table, root.join("t.parquet").path, filesystem=root.arrow_fs)
     with root.fs.open(root.join("t.parquet").path, "rb") as f:
         assert pq.read_table(f).column("x").to_pylist() == [1, 2, 3]
+
+
+@pytest.mark.s3
+def test_an_object_written_in_parts_appears_whole_or_not_at_all(s3_store):
+    loc = s3_store.location().join("streamed.jsonl")
+    loc.write_bytes(b"old\n")
+    with pytest.raises(RuntimeError, match="midway"), loc.open_write() as f:
+        f.write(b"new, in part\n")
+        raise RuntimeError("midway")
+    assert loc.read_bytes() == b"old\n"
+    with loc.open_write() as f:
+        f.write(b"new ")
+        f.write(b"whole\n")
+    assert loc.read_bytes() == b"new whole\n"
 
 
 @pytest.mark.s3

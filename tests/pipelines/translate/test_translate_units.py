@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
@@ -17,9 +19,9 @@ from pipelines.common.storage import Location
 from pipelines.demo.sample_data import encode
 from pipelines.translate.actors import Runtime, Translator, prepare_generator
 from pipelines.translate.io import model_input, read_and_decode
-from pipelines.translate.job import TranslateSummary
+from pipelines.translate.job import TranslateSummary, _not_done
 from pipelines.translate.manifest import check_job, compact, read_state, record, write_part
-from pipelines.translate.paths import list_inputs, plan, safe_relative
+from pipelines.translate.paths import inputs_table, list_inputs, plan, safe_relative
 from pix2pix_core import GeneratorConfig, build_generator
 from pix2pix_core.precision import native_bf16
 
@@ -37,16 +39,20 @@ ESCAPES = [
 ]
 
 
+def _outputs(inputs: list[tuple[str, str]], dst: Location, suffix: str = "") -> list[str]:
+    return plan(inputs_table(inputs), dst, suffix=suffix, fmt="png")["output"].to_pylist()
+
+
 @pytest.mark.parametrize("rel", ESCAPES)
 def test_whatever_the_name_the_output_stays_inside_dst(tmp_path, rel):
     dst = Location.parse(str(tmp_path / "out"))
-    (job,) = plan([(f"s3://bucket/in/{rel}", rel)], dst, suffix="_fake", fmt="png")
-    assert job.output.startswith(dst.url + "/")
-    inside = job.output[len(dst.url) + 1 :]
+    (output,) = _outputs([(f"s3://bucket/in/{rel}", rel)], dst, suffix="_fake")
+    assert output.startswith(dst.url + "/")
+    inside = output[len(dst.url) + 1 :]
     assert ".." not in inside.split("/")
     assert not inside.startswith("_manifest/")
     assert not any(ord(ch) < 32 for ch in inside)
-    assert job.output.endswith("_fake.png")
+    assert output.endswith("_fake.png")
 
 
 def test_safe_relative_keeps_ordinary_paths():
@@ -57,21 +63,25 @@ def test_safe_relative_keeps_ordinary_paths():
 def test_names_that_would_collide_are_kept_apart(tmp_path):
     dst = Location.parse(str(tmp_path / "out"))
     inputs = [("/in/a.jpg", "a.jpg"), ("/in/a.png", "a.png"), ("/in/b.jpg", "b.jpg")]
-    outputs = [j.output for j in plan(inputs, dst, suffix="", fmt="png")]
+    outputs = _outputs(inputs, dst)
     assert len(set(outputs)) == 3
     assert outputs[2] == f"{dst.url}/b.png"
+    # Names that differ only in what cleaning replaces, extension and all: a hash each.
+    outputs = _outputs([("/in/x\n.png", "x\n.png"), ("/in/x\t.png", "x\t.png")], dst)
+    assert len(set(outputs)) == 2
+    assert all(re.fullmatch(rf"{dst.url}/x__png-[0-9a-f]{{8}}\.png", o) for o in outputs)
 
 
 def test_an_output_that_would_overwrite_an_input_is_refused(tmp_path):
     src = tmp_path / "data"
     inputs = [(f"{src}/x.png", "x.png"), (f"{src}/data/x.png", "data/x.png")]
     with pytest.raises(UserError, match="would overwrite the input"):
-        plan(inputs, Location.parse(str(tmp_path)), suffix="", fmt="png")
+        _outputs(inputs, Location.parse(str(tmp_path)))
 
 
 def test_suffix_cannot_hold_a_path(tmp_path):
     with pytest.raises(UserError, match="--suffix"):
-        plan([("/in/a.png", "a.png")], Location.parse(str(tmp_path)), suffix="/../x", fmt="png")
+        _outputs([("/in/a.png", "a.png")], Location.parse(str(tmp_path)), suffix="/../x")
 
 
 def test_listing_skips_dst_inside_src_and_reports_what_it_ignores(tmp_path):
@@ -80,8 +90,12 @@ def test_listing_skips_dst_inside_src_and_reports_what_it_ignores(tmp_path):
     for name in ("a.png", "sub/b.JPG", "out/old_output.png", "notes.txt", ".hidden.png"):
         src.join(name).write_bytes(png)
     listing = list_inputs(src, exclude=src.join("out"))
-    assert sorted(rel for _, rel in listing.inputs) == ["a.png", "sub/b.JPG"]
-    assert sorted(u.rsplit("/", 1)[1] for u in listing.ignored) == [".hidden.png", "notes.txt"]
+    assert listing.inputs.to_pylist() == [
+        {"url": f"{src.url}/a.png", "rel": "a.png"},
+        {"url": f"{src.url}/sub/b.JPG", "rel": "sub/b.JPG"},
+    ]
+    assert listing.ignored == 2  # .hidden.png and notes.txt
+    assert listing.first_ignored == f"{src.url}/.hidden.png"  # the first, sorted
 
 
 def test_a_list_of_urls_mirrors_paths_below_their_common_folder(tmp_path):
@@ -93,7 +107,7 @@ def test_a_list_of_urls_mirrors_paths_below_their_common_folder(tmp_path):
         b"# inputs\nimgs/x/a.png\n" + f"{tmp_path}/imgs/y/b.png\n".encode() + b"imgs/x/a.png\n"
     )
     listing = list_inputs(root.join("list.txt"))
-    assert [rel for _, rel in listing.inputs] == ["x/a.png", "y/b.png"]
+    assert listing.inputs["rel"].to_pylist() == ["x/a.png", "y/b.png"]
     assert listing.repeated == 1  # a.png, named twice, is one input
 
 
@@ -179,15 +193,75 @@ def test_a_reduced_scale_decode_still_gives_the_output_the_inputs_full_size(tmp_
 # -- manifest -------------------------------------------------------------------------------
 
 
+def _records(state: pa.Table) -> list[dict]:
+    return sorted(state.to_pylist(), key=lambda r: r["input"])
+
+
+def _statuses(state: pa.Table) -> dict[str, str]:
+    return dict(zip(state["input"].to_pylist(), state["status"].to_pylist(), strict=True))
+
+
 def test_the_latest_record_wins_and_compaction_keeps_it(tmp_path):
     dst = Location.parse(str(tmp_path))
     write_part(dst, [record("a", reason="corrupt"), record("b", output="out/b.png")])
     write_part(dst, [record("a", output="out/a.png")])
+    # Latest by time, not by file: a record stamped earlier, in a part written later.
+    write_part(dst, [{**record("b", reason="stale"), "time": 1.0}])
     state, parts = read_state(dst)
-    assert len(parts) == 2
-    assert {k: v["status"] for k, v in state.items()} == {"a": "done", "b": "done"}
-    assert compact(dst) == state
-    assert read_state(dst) == (state, [])
+    assert len(parts) == 3
+    assert _statuses(state) == {"a": "done", "b": "done"}
+    assert _records(compact(dst)) == _records(state)
+    again, parts = read_state(dst)
+    assert _records(again) == _records(state) and parts == []
+
+
+def test_the_manifest_is_one_json_record_per_line_sorted_by_input(tmp_path):
+    dst = Location.parse(str(tmp_path))
+    records = [record(u, output=f"out/{u}.png") for u in ("c", "a")]
+    records.append(record("b", reason="cannot decode", note=""))
+    write_part(dst, records)
+    compact(dst)
+    text = (tmp_path / "_manifest" / "manifest.jsonl").read_text()
+    wanted = sorted(records, key=lambda r: r["input"])
+    assert text == "".join(json.dumps(r, sort_keys=True) + "\n" for r in wanted)
+
+
+def test_a_torn_manifest_line_is_skipped_and_the_rest_read(tmp_path):
+    dst = Location.parse(str(tmp_path))
+    lines = [json.dumps(record(u, output=f"out/{u}.png")) for u in ("a", "b")]
+    manifest = dst.join("_manifest", "manifest.jsonl")
+    manifest.write_bytes(f"{lines[0]}\n{lines[1]}\n".encode() + b'{"input": "c", "sta')
+    write_part(dst, [record("d", output="out/d.png")])
+    torn_part = dst.join("_manifest", "parts", "0-torn.jsonl")
+    torn_part.write_bytes(b'{"input": "e", "status": "do\n' + json.dumps(record("f")).encode())
+    state, _ = read_state(dst)
+    assert _statuses(state) == {"a": "done", "b": "done", "d": "done", "f": "done"}
+
+
+def test_a_rerun_translates_what_is_not_recorded_done_or_whose_output_is_gone(tmp_path, capsys):
+    dst = Location.parse(str(tmp_path / "out"))
+    inputs = [(f"/in/{name}.jpg", f"{name}.jpg") for name in "abcd"]
+    jobs = plan(inputs_table(inputs), dst, suffix="", fmt="png")
+    output = dict(zip(jobs["url"].to_pylist(), jobs["output"].to_pylist(), strict=True))
+    for url in ("/in/a.jpg", "/in/b.jpg"):
+        Location.parse(output[url]).write_bytes(b"png")
+    write_part(
+        dst,
+        [
+            record("/in/a.jpg", output=output["/in/a.jpg"]),
+            record("/in/b.jpg", output=output["/in/b.jpg"]),
+            record("/in/c.jpg", output=output["/in/c.jpg"]),  # done, but deleted since
+            record("/in/d.jpg", reason="corrupt"),
+        ],
+    )
+    todo, parts = _not_done(jobs, dst)
+    assert len(parts) == 1
+    assert todo["url"].to_pylist() == ["/in/c.jpg", "/in/d.jpg"]
+    assert todo["output"].to_pylist() == [output["/in/c.jpg"], output["/in/d.jpg"]]
+    assert capsys.readouterr().out == (
+        f"1 output recorded as written is no longer in {dst.url} "
+        f"(e.g. {output['/in/c.jpg']}); translating again\n"
+    )
 
 
 def test_a_rerun_with_other_settings_is_refused(tmp_path):
