@@ -62,8 +62,12 @@ def list_table(loc: Location) -> pa.Table:
         return LISTING_SCHEMA.empty_table()
     except PermissionError as err:
         raise UserError(f"no permission to list {loc.url}: {err}") from None
-    table = pa.Table.from_batches(batches, schema=LISTING_SCHEMA)
-    return table.take(pc.sort_indices(table, [("path", "ascending")])).combine_chunks()
+    table = pa.Table.from_batches(batches, schema=LISTING_SCHEMA).combine_chunks()
+    paths = table["path"]
+    # S3 lists keys in order already: a sorted copy of the whole table only where needed.
+    if pc.all(pc.less(paths.slice(0, len(paths) - 1), paths.slice(1))).as_py() is False:
+        table = table.take(pc.sort_indices(table, [("path", "ascending")]))
+    return table
 
 
 def _chunks(loc: Location) -> Iterator[list[tuple[str, int, str]]]:
