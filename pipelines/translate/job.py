@@ -68,6 +68,8 @@ from pipelines.translate.resources import (
 )
 from pix2pix_core import GeneratorConfig
 
+BATCHES_PER_BLOCK = 16
+
 
 @dataclass
 class TranslateSummary:
@@ -104,13 +106,15 @@ def _pipeline(
     num_gpus: float,
 ) -> ray.data.Dataset:
     """The Ray Data dataset of per-input results (url, status, reason), not yet run."""
-    # One block per batch: a block is what each stage hands on when it is done, so this is
-    # the streaming granularity, and the most a killed run loses per in-flight task.
-    blocks = math.ceil(todo.num_rows / opts.batch_size)
+    # Blocks of up to BATCHES_PER_BLOCK batches, at least 4 an actor so that each has work
+    # to the end. A block is what each stage hands on when it is done, and the most a lost
+    # task redoes; the driver keeps about 45 KB for each block it creates until the run
+    # ends (its object and Ray Data's metadata), so one a batch would cost it 6 KB an input.
+    batches = math.ceil(todo.num_rows / opts.batch_size)
+    rows = opts.batch_size * max(1, min(BATCHES_PER_BLOCK, batches // (4 * actors)))
     todo = todo.select(["url", "output"])
-    ds = ray.data.from_arrow(
-        [todo.slice(i * opts.batch_size, opts.batch_size) for i in range(blocks)]
-    )
+    blocks = math.ceil(todo.num_rows / rows)
+    ds = ray.data.from_arrow([todo.slice(i * rows, rows) for i in range(blocks)])
     read_args = {
         "storage_options": dict(storage_options),
         "max_pixels": opts.max_pixels,

@@ -174,6 +174,9 @@ class MultiNode:
             **os.environ,
             "RAY_ADDRESS": self.address,
             "RAY_AUTH_MODE": "token",
+            # Every worker's line reaches the output: deduplicated, a second trial's
+            # "resuming trial-..." within 5 s of the first would show as "[repeated 2x]".
+            "RAY_DEDUP_LOGS": "0",
             "MLFLOW_TRACKING_URI": tracking_uri,
             "PYTHONPATH": str(ROOT),
             **extra,

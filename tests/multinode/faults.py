@@ -119,9 +119,11 @@ def _pause_epoch(hook, *, epoch: int, rank: int, fault: dict[str, Any]) -> None:
         return
     folder = fault["marker"]
     name = ray.train.get_context().get_experiment_name()
+    # Before the pid file, which tells the test to remove the node: epoch 1's checkpoint
+    # is registered only once uploaded, and a node lost before that loses it.
+    ray.train.get_all_reported_checkpoints()
     if not _claim(os.path.join(folder, f"{name}.pid")):
         return  # this run paused already (before its worker group was restarted)
-    ray.train.get_all_reported_checkpoints()
     release = os.path.join(folder, "release")
     deadline = time.monotonic() + 600
     while not os.path.exists(release) and time.monotonic() < deadline:

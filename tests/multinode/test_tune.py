@@ -88,3 +88,6 @@ def test_a_sweep_across_nodes_survives_the_loss_of_a_trials_node(
     for child in children:
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_L1")]
         assert steps == [1, 2], (child.info.run_name, steps)
+        if child.info.run_name == lost_run:  # epoch 2 trained on from epoch 1's checkpoint
+            resumed = client.get_metric_history(child.info.run_id, "resumed_from_epoch")
+            assert {m.step: m.value for m in resumed}[2] == 1, resumed
