@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,20 +130,21 @@ def upload(sizes: list[int]) -> tuple[list[str], float]:
     pairs = make_pairs(16, size=SIDE, seed=0)
     images = [encode(np.concatenate([p.a, p.b], axis=1), "jpg") for p in pairs]
     root = Location.parse(f"s3://{BUCKET}/scale")
+    arrow_fs = root.arrow_fs  # pyarrow's S3 client: a quarter of s3fs's CPU per object
+
+    def put(i: int, prefix: str) -> None:
+        # 1,000 keys per folder, as archives are usually cut.
+        with arrow_fs.open_output_stream(f"{prefix}/f{i // 1000:03d}/img_{i:07d}.jpg") as f:
+            f.write(images[i % len(images)])
+
     nests = NESTS[-len(sizes) :]
     started, made = time.perf_counter(), 0
-    for nest, size in zip(nests, sizes, strict=True):
-        prefix = f"{root.path}/{nest}".rstrip("/")
-        batch = {}
-        for i in range(made, size):
-            # 1,000 keys per folder, as archives are usually cut.
-            batch[f"{prefix}/f{i // 1000:03d}/img_{i:07d}.jpg"] = images[i % len(images)]
-            if len(batch) == 2000:
-                root.fs.pipe(batch)
-                batch = {}
-        if batch:
-            root.fs.pipe(batch)
-        made = size
+    with ThreadPoolExecutor(16) as pool:
+        for nest, size in zip(nests, sizes, strict=True):
+            prefix = f"{root.path}/{nest}".rstrip("/")
+            for start in range(made, size, 2000):
+                list(pool.map(put, range(start, min(start + 2000, size)), repeat(prefix)))
+            made = size
     urls = [root.join(nest).url if nest else root.url for nest in nests]
     return urls, time.perf_counter() - started
 
