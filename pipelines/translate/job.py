@@ -113,8 +113,9 @@ def _pipeline(
     batches = math.ceil(todo.num_rows / opts.batch_size)
     rows = opts.batch_size * max(1, min(BATCHES_PER_BLOCK, batches // (4 * actors)))
     todo = todo.select(["url", "output"])
-    blocks = math.ceil(todo.num_rows / rows)
-    ds = ray.data.from_arrow([todo.slice(i * rows, rows) for i in range(blocks)])
+    slices = [todo.slice(start, rows) for start in range(0, todo.num_rows, rows)]
+    blocks = len(slices)
+    ds = ray.data.from_arrow(slices)
     read_args = {
         "storage_options": dict(storage_options),
         "max_pixels": opts.max_pixels,
