@@ -130,7 +130,7 @@ def upload(sizes: list[int]) -> tuple[list[str], float]:
     pairs = make_pairs(16, size=SIDE, seed=0)
     images = [encode(np.concatenate([p.a, p.b], axis=1), "jpg") for p in pairs]
     root = Location.parse(f"s3://{BUCKET}/scale")
-    arrow_fs = root.arrow_fs  # pyarrow's S3 client, as fetch.py reads with: less CPU than s3fs
+    arrow_fs = root.arrow_fs  # pyarrow's S3 client, which fetch.py reads with
 
     def put(i: int, prefix: str) -> None:
         # 1,000 keys per folder, as archives are usually cut.

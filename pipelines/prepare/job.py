@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from pipelines.common import tables
 from pipelines.common.cluster import require_shared
 from pipelines.common.dataset import (
     INFO_FILE,
@@ -186,8 +187,7 @@ def _run_tasks(
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     # Two blocks per CPU keeps every core busy to the end; the cap bounds shard size.
     per_task = max(1, min(MAX_PAIRS_PER_TASK, math.ceil(work.num_rows / (2 * cpus))))
-    blocks = [work.slice(i, per_task) for i in range(0, work.num_rows, per_task)]
-    ds = ray.data.from_arrow(blocks).map_batches(
+    ds = ray.data.from_arrow(tables.slices(work, per_task)).map_batches(
         process_batch,
         batch_size=None,  # a whole block per call: its pairs become one shard per split
         batch_format="pyarrow",
