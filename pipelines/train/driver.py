@@ -32,7 +32,7 @@ from pipelines.config.groups import CommonOptions, RayOptions
 from pipelines.config.loader import add_options, load_options
 from pipelines.train.options import TrainConfig
 from pipelines.train.plan import TrainRun, plan_run
-from pipelines.train.trainer import build_trainer
+from pipelines.train.trainer import build_trainer, decoded_train_bytes, holds_in_memory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,9 +136,11 @@ def train(
     run = dataclasses.replace(run, fault_hook=fault_hook)
     workers = count(cfg.train.num_workers, "worker")
     device = "GPU" if run.use_gpu else f"{run.cpus_per_worker:g} CPU"
+    size = f"{decoded_train_bytes(run) / 2**20:.0f} MB decoded"
+    data = f"held in memory ({size})" if holds_in_memory(run) else f"streamed ({size})"
     print(
         f"training {run.name}: {workers} x {device}, {count(cfg.total_epochs, 'epoch')}, "
-        f"run folder {run.folder.url}",
+        f"train split {data}, run folder {run.folder.url}",
         flush=True,
     )
     try:

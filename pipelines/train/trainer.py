@@ -11,11 +11,13 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipelines.common.dataset import (
+    Channels,
     dataset_mode,
     decoded_channels,
     prepared_preprocess,
     read_encoded_pairs,
     read_prepared,
+    stored_train_sizes,
 )
 from pipelines.common.names import CHECKPOINT_SCORE
 from pipelines.train.plan import TrainRun
@@ -53,17 +55,6 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()) -> TorchTrain
     """The TorchTrainer of `run`. `callbacks` are Ray Train `UserCallback`s (Tune passes its
     `TuneReportCallback`, which forwards every epoch's report to the trial)."""
     opts = run.config.train
-    # A new random block order each epoch; workers shuffle locally on top of it.
-    generator = run.config.generator_config()
-    colorization = dataset_mode(run.dataset) == "colorization"
-    channels = decoded_channels(generator.input_nc, generator.output_nc, colorization)
-    train_ds = read_prepared(run.data, "train", channels=channels)
-    train_ds = train_ds.select_columns(["a", "b"]).randomize_block_order()
-    # The epoch line is the progress display: Ray Data's bars, redrawn by each worker's
-    # split of every epoch, and its "Starting execution ... Execution plan ..." lines,
-    # printed for every epoch, would bury it.
-    train_ds.context.enable_progress_bars = False
-    train_ds.context.print_on_execution_start = False
     return TorchTrainer(
         train_fn_per_worker,
         train_loop_config={"job": worker_job(run)},
@@ -87,5 +78,51 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()) -> TorchTrain
             # Ray Train's per-report INFO lines would bury the one progress line per epoch.
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
-        datasets={"train": train_ds},
+        datasets={"train": train_dataset(run)},
     )
+
+
+# The train split is held in Ray's object store, decoded, when it needs at most this share
+# of the cluster's object store memory (Ray Data's advice for a dataset that fits): each
+# epoch then starts from memory. Streamed instead, each epoch reads and decodes it from
+# storage again, and its first batch waits on the store (seconds, where the store is busy
+# taking the previous epoch's checkpoint).
+IN_MEMORY_SHARE = 0.25
+
+
+def train_dataset(run: TrainRun):  # -> ray.data.Dataset
+    """The train split as the workers iterate it: A and B decoded, a new random block order
+    each epoch (workers shuffle locally on top of it); in memory if `holds_in_memory`."""
+    train_ds = read_prepared(run.data, "train", channels=train_channels(run))
+    train_ds = train_ds.select_columns(["a", "b"])
+    # The epoch line is the progress display: Ray Data's bars, redrawn by each worker's
+    # split of every epoch, and its "Starting execution ... Execution plan ..." lines,
+    # printed for every epoch, would bury it.
+    train_ds.context.enable_progress_bars = False
+    train_ds.context.print_on_execution_start = False
+    if holds_in_memory(run):
+        train_ds = train_ds.materialize()
+    return train_ds.randomize_block_order()
+
+
+def train_channels(run: TrainRun) -> Channels:
+    generator = run.config.generator_config()
+    colorization = dataset_mode(run.dataset) == "colorization"
+    return decoded_channels(generator.input_nc, generator.output_nc, colorization)
+
+
+def decoded_train_bytes(run: TrainRun) -> int:
+    """The train split's size decoded (uint8 A and B), at most: its largest stored image
+    size for every pair where the sizes differ (--preprocess other than resize_and_crop)."""
+    info = run.dataset
+    if prepared_preprocess(info) == "resize_and_crop":
+        pixels = int(info["width"]) * int(info["height"])
+    else:
+        pixels = max(w * h for w, h in stored_train_sizes(run.data))
+    return int(info["counts"]["train"]) * pixels * sum(train_channels(run))
+
+
+def holds_in_memory(run: TrainRun) -> bool:
+    """Whether the decoded train split fits in IN_MEMORY_SHARE of the object store."""
+    store = ray.cluster_resources().get("object_store_memory", 0)
+    return decoded_train_bytes(run) <= IN_MEMORY_SHARE * store

@@ -414,17 +414,37 @@ def test_load_size_as_official_users_give_it_is_checked_against_the_prepared_siz
         check_data(_cfg(prepared, load_size=142), dataset, prepared)
 
 
-def test_grayscale_pairs_train_and_translate_end_to_end(prepared, tmp_path, mlflow_uri):
+def test_a_train_split_that_fits_is_held_in_memory_decoded(prepared, monkeypatch):
+    from pipelines.common.dataset import read_info
+    from pipelines.train import trainer
+
+    run = SimpleNamespace(dataset=read_info(prepared), data=prepared, config=_cfg(prepared))
+    assert trainer.decoded_train_bytes(run) == 16 * (CROP + 4) ** 2 * 6  # A and B, RGB
+    assert trainer.holds_in_memory(run)
+    gray = SimpleNamespace(**{**vars(run), "config": _cfg(prepared, input_nc=1, output_nc=1)})
+    assert trainer.decoded_train_bytes(gray) == 16 * (CROP + 4) ** 2 * 2
+    monkeypatch.setattr(trainer, "IN_MEMORY_SHARE", 1e-12)
+    assert not trainer.holds_in_memory(run)
+
+
+def test_grayscale_pairs_train_and_translate_end_to_end(
+    prepared, tmp_path, mlflow_uri, monkeypatch, capsys
+):
     """--input_nc 1 --output_nc 1: the stored RGB pairs are read as grayscale (Pillow's rule,
-    the official Grayscale), trained, and translated back to one-channel images."""
+    the official Grayscale), trained, and translated back to one-channel images. The train
+    split streamed from storage, as one too large for memory is (every other run here
+    holds its split in memory)."""
     from PIL import Image
 
     from pipelines.demo.sample_data import encode
+    from pipelines.train import trainer
     from pipelines.translate import TranslateOptions, translate
 
+    monkeypatch.setattr(trainer, "IN_MEMORY_SHARE", 1e-12)
     storage = Location.parse(str(tmp_path / "runs"))
     cfg = _cfg(prepared, input_nc=1, output_nc=1, num_workers=1, n_epochs_decay=0, grid_size=1)
     result = train(cfg, _common(storage, mlflow_uri, "grayscale", "gray"))
+    assert "train split streamed" in capsys.readouterr().out
     assert result.epochs == 1 and np.isfinite(result.best_metrics["val_L1"])
     inputs = tmp_path / "inputs"
     inputs.mkdir()
