@@ -66,11 +66,10 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-def start_store(folder: Path, nice: int = 0, idle: bool = False) -> subprocess.Popen:
+def start_store(folder: Path, nice: int = 0) -> subprocess.Popen:
     """`weed mini` on loopback with one bucket; sets the AWS variables the clients read.
-    `nice` > 0 runs it at that lower CPU priority; `idle` in Linux's idle scheduling class,
-    with only the cycles nothing else wants (as a store on other machines takes none from
-    the work)."""
+    `nice` > 0 runs it at that lower CPU priority (a store that takes no CPU from the
+    work, as one on other machines would not)."""
     weed = Path(sys.executable).parent / "weed"
     if not weed.exists():
         weed = Path(shutil.which("weed") or "weed")
@@ -101,7 +100,7 @@ def start_store(folder: Path, nice: int = 0, idle: bool = False) -> subprocess.P
             "-webdav=false",
         ],
         env={**os.environ, "S3_BUCKET": BUCKET},
-        preexec_fn=(lambda: _lower_priority(nice, idle)) if nice or idle else None,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -119,12 +118,6 @@ def start_store(folder: Path, nice: int = 0, idle: bool = False) -> subprocess.P
         except Exception:
             time.sleep(0.5)
     raise RuntimeError(f"weed did not start: {(folder / 'weed.log').read_text()[-2000:]}")
-
-
-def _lower_priority(nice: int, idle: bool) -> None:
-    os.nice(nice)
-    if idle:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def upload(sizes: list[int]) -> tuple[list[str], float]:

@@ -13,8 +13,8 @@ crops, at batch 1 and 4, on this machine:
 
 With `--s3` the prepared data and the run folder are in a SeaweedFS store on loopback
 (`weed mini`, as benchmarks/bench_scale.py starts it), sharing the cores like a local
-object store would (`--store_idle`: taking only the cycles the work leaves, as a store on
-other machines takes none of them); else on local disk.
+object store would (`--store_nice 19`: yielding them, as a store on other machines takes
+none); else on local disk.
 
     python benchmarks/bench_train.py            # a few minutes on 2 CPU cores
     python benchmarks/bench_train.py --images 16 --steps 10
@@ -115,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "--store_nice",
         type=int,
         default=0,
-        help="run the S3 store at this nice value",
-    )
-    parser.add_argument(
-        "--store_idle",
-        action="store_true",
-        help="run the S3 store in Linux's idle scheduling class (as if on other machines)",
+        help="run the S3 store at this nice value (19: as if on other machines)",
     )
     args = parser.parse_args(argv)
 
@@ -139,16 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         store = None
         if args.s3:
             os.makedirs(os.path.join(root, "weed"))
-            store = start_store(Path(root) / "weed", nice=args.store_nice, idle=args.store_idle)
+            store = start_store(Path(root) / "weed", nice=args.store_nice)
             where = f"s3://{BUCKET}"
         else:
             where = root
         try:
-            # Ray runs its workers at nice 15, the bare step here runs at nice 0. Against a
-            # store in the idle class, nice 15 would still hand it a twelfth of each core
-            # (Linux weighs the two at 36 and 3); at the bare step's nice 0 it gets what the
-            # step leaves, as a store on other machines takes nothing.
-            os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112 (Ray's config names)
             init_ray()
             data = prepare_data(f"{where}/data", args.images, load_size(args.crop_size))
             for batch in args.batch_sizes:
@@ -166,8 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     place = "a local S3 store (SeaweedFS)" if args.s3 else "local disk"
     if args.s3 and args.store_nice:
         place += f" at nice {args.store_nice}"
-    if args.s3 and args.store_idle:
-        place += " in the idle scheduling class"
     print(
         f"\ntraining throughput, {args.netG} + 70x70 PatchGAN, {args.crop_size}x{args.crop_size}"
         f", {args.images} pairs x {args.epochs} epochs on {place}, {cores} CPU cores"

@@ -51,9 +51,12 @@ def worker_job(run: TrainRun) -> TrainJob:
     )
 
 
-def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()) -> TorchTrainer:
+def build_trainer(
+    run: TrainRun, *, callbacks: Sequence[Any] = (), memory_share: float | None = None
+) -> TorchTrainer:
     """The TorchTrainer of `run`. `callbacks` are Ray Train `UserCallback`s (Tune passes its
-    `TuneReportCallback`, which forwards every epoch's report to the trial)."""
+    `TuneReportCallback`, which forwards every epoch's report to the trial);
+    `memory_share`: of the object store the train split may hold (IN_MEMORY_SHARE)."""
     opts = run.config.train
     return TorchTrainer(
         train_fn_per_worker,
@@ -78,7 +81,7 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()) -> TorchTrain
             # Ray Train's per-report INFO lines would bury the one progress line per epoch.
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
-        datasets={"train": train_dataset(run)},
+        datasets={"train": train_dataset(run, memory_share)},
     )
 
 
@@ -90,7 +93,7 @@ def build_trainer(run: TrainRun, *, callbacks: Sequence[Any] = ()) -> TorchTrain
 IN_MEMORY_SHARE = 0.25
 
 
-def train_dataset(run: TrainRun):  # -> ray.data.Dataset
+def train_dataset(run: TrainRun, memory_share: float | None = None):  # -> ray.data.Dataset
     """The train split as the workers iterate it: A and B decoded, a new random block order
     each epoch (workers shuffle locally on top of it); in memory if `holds_in_memory`."""
     train_ds = read_prepared(run.data, "train", channels=train_channels(run))
@@ -100,7 +103,7 @@ def train_dataset(run: TrainRun):  # -> ray.data.Dataset
     # printed for every epoch, would bury it.
     train_ds.context.enable_progress_bars = False
     train_ds.context.print_on_execution_start = False
-    if holds_in_memory(run):
+    if holds_in_memory(run, memory_share):
         train_ds = train_ds.materialize()
     return train_ds.randomize_block_order()
 
@@ -122,7 +125,9 @@ def decoded_train_bytes(run: TrainRun) -> int:
     return int(info["counts"]["train"]) * pixels * sum(train_channels(run))
 
 
-def holds_in_memory(run: TrainRun) -> bool:
-    """Whether the decoded train split fits in IN_MEMORY_SHARE of the object store."""
+def holds_in_memory(run: TrainRun, memory_share: float | None = None) -> bool:
+    """Whether the decoded train split fits in `memory_share` (IN_MEMORY_SHARE unless
+    given) of the cluster's object store memory."""
+    share = IN_MEMORY_SHARE if memory_share is None else memory_share
     store = ray.cluster_resources().get("object_store_memory", 0)
-    return decoded_train_bytes(run) <= IN_MEMORY_SHARE * store
+    return decoded_train_bytes(run) <= share * store

@@ -4,13 +4,11 @@ Ray Train uploads a checkpoint reported with ASYNC from a thread of the worker p
 while the next epoch trains. On a node whose cores the step keeps busy (any CPU node),
 that copy's CPU work (request signing, checksums, the client's buffers: seconds for a
 200 MB checkpoint) is taken from the step, at the step's own priority. Here the copy runs
-in a child process in Linux's idle scheduling class (SCHED_IDLE), which gets the cycles
-the step leaves: where both want a core, Linux weighs it at 3 against the 36 of Ray's
-workers at their nice 15, so under a tenth of the core. Nice 19, the lowest nice value
-(and the fallback where there is no idle class), weighs 15 against 36: up to a third of
-the core, measurably slower epochs on a 2-core machine (docs/benchmarks.md). Ray registers
-the checkpoint once the copy has returned, so resume never picks a half-uploaded one; a
-failed copy fails the report with the child's own error.
+in a child process at the lowest CPU priority, nice 19: below Ray's workers, which run at
+nice 15, it gets the cycles the step leaves and, where both want a core, under a third of
+it (Linux weighs nice 19 at 15 against nice 15's 36). Ray registers the checkpoint once
+the copy has returned, so resume never picks a half-uploaded one; a failed copy fails the
+report with the child's own error.
 
     python -m pipelines.train.upload LOCAL_FOLDER DEST_URL   (storage options on stdin)
 """
@@ -25,7 +23,7 @@ from typing import Any
 
 from pipelines.common.storage import Location
 
-LOWEST_NICE = 19  # where the OS has no idle scheduling class
+LOWEST_PRIORITY = 19  # nice value: runs only when nothing else wants the core
 
 
 def upload_at_low_priority(local_folder: str, dest: Location) -> None:
@@ -54,16 +52,8 @@ def copy_folder(local_folder: str, dest: Location) -> None:
             target.fs.put_file(path, target.path)
 
 
-def yield_the_cpu() -> None:
-    """This process gets only the CPU nothing else wants (SCHED_IDLE), or nice 19."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux
-        os.nice(LOWEST_NICE)
-
-
 def main(argv: list[str]) -> int:
-    yield_the_cpu()
+    os.nice(LOWEST_PRIORITY)
     local_folder, url = argv
     options: dict[str, Any] = json.loads(sys.stdin.read() or "{}")
     copy_folder(local_folder, Location(url, options))

@@ -29,6 +29,7 @@ class SweepPlan:
     space: SearchSpace
     sweep: TuneOptions
     parent_run_id: str
+    concurrency: int = 1  # trials at a time, each holding its own copy of a train split
 
     @property
     def trials_folder(self) -> Location:

@@ -50,7 +50,7 @@ from pipelines.train.plan import (
     plan_run,
     worker_resources,
 )
-from pipelines.train.trainer import build_trainer
+from pipelines.train.trainer import IN_MEMORY_SHARE, build_trainer
 from pipelines.tune.options import TuneOptions
 from pipelines.tune.plan import SweepPlan, TuneResult, max_epochs, trial_dir_name
 from pipelines.tune.results import open_parent_run, summarise
@@ -87,8 +87,11 @@ def pix2pix_trial(config: dict[str, Any], plan: SweepPlan) -> None:
             {**done.best_metrics, "epoch": done.epochs, "checkpoint_path": done.best_checkpoint}
         )
         return
-    result = build_trainer(run, callbacks=[TuneReportCallback()]).fit()
-    finish_run(run, result)
+    # The trials running at once share the object store: each may hold its split in its
+    # share of the train run's.
+    memory_share = IN_MEMORY_SHARE / max(plan.concurrency, 1)
+    trainer = build_trainer(run, callbacks=[TuneReportCallback()], memory_share=memory_share)
+    finish_run(run, trainer.fit())
 
 
 # -- 2. the sweep ----------------------------------------------------------------------
@@ -161,6 +164,7 @@ def tune(
         space=space,
         sweep=sweep,
         parent_run_id="",
+        concurrency=concurrency,
     )
     plan = dataclasses.replace(
         plan, parent_run_id=open_parent_run(plan, data, parent_run_id=parent_run_id)

@@ -415,15 +415,21 @@ def test_load_size_as_official_users_give_it_is_checked_against_the_prepared_siz
 
 
 def test_a_train_split_that_fits_is_held_in_memory_decoded(prepared, monkeypatch):
+    import ray
+
     from pipelines.common.dataset import read_info
     from pipelines.train import trainer
 
     run = SimpleNamespace(dataset=read_info(prepared), data=prepared, config=_cfg(prepared))
-    assert trainer.decoded_train_bytes(run) == 16 * (CROP + 4) ** 2 * 6  # A and B, RGB
-    assert trainer.holds_in_memory(run)
+    size = 16 * (CROP + 4) ** 2 * 6  # 16 pairs, A and B, RGB
+    assert trainer.decoded_train_bytes(run) == size
     gray = SimpleNamespace(**{**vars(run), "config": _cfg(prepared, input_nc=1, output_nc=1)})
-    assert trainer.decoded_train_bytes(gray) == 16 * (CROP + 4) ** 2 * 2
-    monkeypatch.setattr(trainer, "IN_MEMORY_SHARE", 1e-12)
+    assert trainer.decoded_train_bytes(gray) == size // 3
+    store = ray.cluster_resources()["object_store_memory"]
+    assert trainer.holds_in_memory(run)
+    assert trainer.holds_in_memory(run, memory_share=size / store)
+    assert not trainer.holds_in_memory(run, memory_share=0.99 * size / store)  # a Tune trial's
+    monkeypatch.setattr(trainer, "IN_MEMORY_SHARE", 0.99 * size / store)
     assert not trainer.holds_in_memory(run)
 
 
