@@ -1,7 +1,7 @@
 """`pix2pix train`: plan the run, build its `TorchTrainer`, fit it, record the result.
 
     run = plan_run(cfg, common)                  # checks, name, folder, MLflow run (plan.py)
-    trainer = build_trainer(run, callbacks=...)  # the TorchTrainer every caller shares
+    trainer = build_trainer(run, in_memory=holds_in_memory(run), callbacks=...)
     result = finish_run(run, trainer.fit())      # TrainResult, result.json, MLflow status
 
 `train()` does the three; `pix2pix tune` builds the same trainer inside each trial, and the
@@ -136,15 +136,17 @@ def train(
     run = dataclasses.replace(run, fault_hook=fault_hook)
     workers = count(cfg.train.num_workers, "worker")
     device = "GPU" if run.use_gpu else f"{run.cpus_per_worker:g} CPU"
-    size = f"{decoded_train_bytes(run) / 2**20:.0f} MB decoded"
-    data = f"held in memory ({size})" if holds_in_memory(run) else f"streamed ({size})"
+    decoded = decoded_train_bytes(run)
+    in_memory = holds_in_memory(run, decoded_bytes=decoded)
+    size = f"{decoded / 2**20:.0f} MB decoded"
+    data = f"held in memory ({size})" if in_memory else f"streamed ({size})"
     print(
         f"training {run.name}: {workers} x {device}, {count(cfg.total_epochs, 'epoch')}, "
         f"train split {data}, run folder {run.folder.url}",
         flush=True,
     )
     try:
-        result = build_trainer(run, callbacks=callbacks).fit()
+        result = build_trainer(run, in_memory=in_memory, callbacks=callbacks).fit()
     except BaseException:
         client.set_terminated(run.mlflow_run_id, status="FAILED")
         raise

@@ -51,12 +51,10 @@ def worker_job(run: TrainRun) -> TrainJob:
     )
 
 
-def build_trainer(
-    run: TrainRun, *, callbacks: Sequence[Any] = (), memory_share: float | None = None
-) -> TorchTrainer:
-    """The TorchTrainer of `run`. `callbacks` are Ray Train `UserCallback`s (Tune passes its
-    `TuneReportCallback`, which forwards every epoch's report to the trial);
-    `memory_share`: of the object store the train split may hold (IN_MEMORY_SHARE)."""
+def build_trainer(run: TrainRun, *, in_memory: bool, callbacks: Sequence[Any] = ()) -> TorchTrainer:
+    """The TorchTrainer of `run`, its train split held in memory or streamed as the caller
+    decided (`holds_in_memory`). `callbacks` are Ray Train `UserCallback`s (Tune passes its
+    `TuneReportCallback`, which forwards every epoch's report to the trial)."""
     opts = run.config.train
     return TorchTrainer(
         train_fn_per_worker,
@@ -81,7 +79,7 @@ def build_trainer(
             # Ray Train's per-report INFO lines would bury the one progress line per epoch.
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
-        datasets={"train": train_dataset(run, memory_share)},
+        datasets={"train": train_dataset(run, in_memory=in_memory)},
     )
 
 
@@ -93,9 +91,10 @@ def build_trainer(
 IN_MEMORY_SHARE = 0.25
 
 
-def train_dataset(run: TrainRun, memory_share: float | None = None):  # -> ray.data.Dataset
+def train_dataset(run: TrainRun, *, in_memory: bool):  # -> ray.data.Dataset
     """The train split as the workers iterate it: A and B decoded, a new random block order
-    each epoch (workers shuffle locally on top of it); in memory if `holds_in_memory`."""
+    each epoch (workers shuffle locally on top of it); held in the object store if
+    `in_memory`."""
     train_ds = read_prepared(run.data, "train", channels=train_channels(run))
     train_ds = train_ds.select_columns(["a", "b"])
     # The epoch line is the progress display: Ray Data's bars, redrawn by each worker's
@@ -103,7 +102,7 @@ def train_dataset(run: TrainRun, memory_share: float | None = None):  # -> ray.d
     # printed for every epoch, would bury it.
     train_ds.context.enable_progress_bars = False
     train_ds.context.print_on_execution_start = False
-    if holds_in_memory(run, memory_share):
+    if in_memory:
         train_ds = train_ds.materialize()
     return train_ds.randomize_block_order()
 
@@ -125,9 +124,11 @@ def decoded_train_bytes(run: TrainRun) -> int:
     return int(info["counts"]["train"]) * pixels * sum(train_channels(run))
 
 
-def holds_in_memory(run: TrainRun, memory_share: float | None = None) -> bool:
-    """Whether the decoded train split fits in `memory_share` (IN_MEMORY_SHARE unless
-    given) of the cluster's object store memory."""
+def holds_in_memory(
+    run: TrainRun, memory_share: float | None = None, *, decoded_bytes: int | None = None
+) -> bool:
+    """Whether the decoded train split (`decoded_bytes`, if the caller has it) fits in
+    `memory_share` (IN_MEMORY_SHARE unless given) of the cluster's object store memory."""
     share = IN_MEMORY_SHARE if memory_share is None else memory_share
-    store = ray.cluster_resources().get("object_store_memory", 0)
-    return decoded_train_bytes(run) <= share * store
+    size = decoded_train_bytes(run) if decoded_bytes is None else decoded_bytes
+    return size <= share * ray.cluster_resources().get("object_store_memory", 0)

@@ -50,7 +50,7 @@ from pipelines.train.plan import (
     plan_run,
     worker_resources,
 )
-from pipelines.train.trainer import IN_MEMORY_SHARE, build_trainer
+from pipelines.train.trainer import IN_MEMORY_SHARE, build_trainer, holds_in_memory
 from pipelines.tune.options import TuneOptions
 from pipelines.tune.plan import SweepPlan, TuneResult, max_epochs, trial_dir_name
 from pipelines.tune.results import open_parent_run, summarise
@@ -89,8 +89,8 @@ def pix2pix_trial(config: dict[str, Any], plan: SweepPlan) -> None:
         return
     # The trials running at once share the object store: each may hold its split in its
     # share of the train run's.
-    memory_share = IN_MEMORY_SHARE / max(plan.concurrency, 1)
-    trainer = build_trainer(run, callbacks=[TuneReportCallback()], memory_share=memory_share)
+    in_memory = holds_in_memory(run, IN_MEMORY_SHARE / max(plan.concurrency, 1))
+    trainer = build_trainer(run, in_memory=in_memory, callbacks=[TuneReportCallback()])
     finish_run(run, trainer.fit())
 
 
